@@ -1,0 +1,73 @@
+"""What every command shares: the consoles, the workspace lookup, JSON output, clean errors."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from likeness.workspace import Workspace, WorkspaceError, find_workspace
+
+out = Console()
+err = Console(stderr=True)
+
+JSON_HELP = (
+    "Print machine-readable JSON on stdout instead of tables (shape documented in docs/cli.md)."
+)
+
+
+def workspace_path(ctx: typer.Context) -> Path | None:
+    """The `--workspace` given to `likeness` itself, if any."""
+    root = ctx.find_root()
+    return (root.obj or {}).get("workspace") if root else None
+
+
+@contextmanager
+def open_workspace(ctx: typer.Context) -> Iterator[Workspace]:
+    """Open the workspace named by --workspace, $LIKENESS_WORKSPACE, or found upward from here."""
+    try:
+        root = find_workspace(workspace_path(ctx))
+        ws = Workspace.open(root)
+    except (WorkspaceError, ValueError) as exc:
+        fail(str(exc))
+    try:
+        yield ws
+    finally:
+        ws.close()
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print one clear line and exit."""
+    err.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def progress_bar(transient: bool = False) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=transient,
+    )

@@ -1,0 +1,1 @@
+"""Curation: ingest, dedup, captions, dataset versions and their export for trainers."""
