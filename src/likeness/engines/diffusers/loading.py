@@ -1,0 +1,148 @@
+"""Find and load a model: a single-file checkpoint or a diffusers folder, fully offline.
+
+Single-file SDXL and SD1.5 checkpoints (the `.safetensors` files model sites publish) load with
+``from_single_file(path, config=<shipped config folder>)``: the configs and the real CLIP
+tokenizers ship inside this package (``configs/``), so no model hub is ever contacted. FLUX
+loads from a diffusers folder. Pickle files (``.ckpt .pt .bin .pth``) can run code when
+loaded; they are refused unless the caller allows them explicitly.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from likeness.engines.base import EngineCannotHonour
+
+CONFIG_ROOT = Path(__file__).parent / "configs"
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+PIPELINE_CLASSES = {
+    "sdxl": "StableDiffusionXLPipeline",
+    "sd15": "StableDiffusionPipeline",
+    "flux": "FluxPipeline",
+}
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where weights come from: ``kind`` is "single_file" or "folder"."""
+
+    kind: str
+    path: Path
+    family: str
+
+
+def config_folder(family: str) -> Path:
+    """The shipped config-only diffusers folder for single-file checkpoints of ``family``."""
+    folder = CONFIG_ROOT / family
+    if not (folder / "model_index.json").is_file():
+        raise EngineCannotHonour(
+            "family", family, "has no shipped single-file config; use a diffusers folder"
+        )
+    return folder
+
+
+def resolve_model(model: str, family: str, *, allow_pickle: bool = False) -> ModelSource:
+    """Check that ``model`` is something this engine can load for ``family``; no loading yet."""
+    path = Path(model).expanduser()
+    if not model.strip():
+        raise EngineCannotHonour("model", model, "is empty; set a checkpoint file or folder")
+    if not path.exists():
+        raise EngineCannotHonour(
+            "model",
+            model,
+            "does not exist; pass a .safetensors checkpoint or a diffusers folder",
+        )
+    if path.is_dir():
+        index = path / "model_index.json"
+        if not index.is_file():
+            raise EngineCannotHonour(
+                "model", model, "is a folder without model_index.json; not a diffusers pipeline"
+            )
+        class_name = json.loads(index.read_text(encoding="utf-8")).get("_class_name", "")
+        expected = PIPELINE_CLASSES[family]
+        if class_name != expected:
+            raise EngineCannotHonour(
+                "family",
+                family,
+                f"does not match the folder's pipeline {class_name}; expected {expected}",
+            )
+        if not allow_pickle:
+            _refuse_pickle_weights(path)
+        return ModelSource("folder", path, family)
+    suffix = path.suffix.lower()
+    if suffix in PICKLE_SUFFIXES and not allow_pickle:
+        raise EngineCannotHonour(
+            "model",
+            model,
+            "is a pickle file (it can run code when loaded); convert it to .safetensors "
+            "or pass --allow-pickle",
+        )
+    if suffix not in (".safetensors", *PICKLE_SUFFIXES):
+        raise EngineCannotHonour(
+            "model", model, "is not a .safetensors checkpoint or a diffusers folder"
+        )
+    if family == "flux":
+        raise EngineCannotHonour(
+            "model", model, "is a single file; FLUX loads from a diffusers folder here"
+        )
+    config_folder(family)
+    return ModelSource("single_file", path, family)
+
+
+def _refuse_pickle_weights(folder: Path) -> None:
+    for sub in folder.iterdir():
+        if not sub.is_dir():
+            continue
+        weights = [p for p in sub.iterdir() if p.suffix in (".safetensors", *PICKLE_SUFFIXES)]
+        if weights and not any(p.suffix == ".safetensors" for p in weights):
+            raise EngineCannotHonour(
+                "model",
+                str(folder),
+                f"has only pickle weights in {sub.name}/; convert them to .safetensors "
+                "or pass --allow-pickle",
+            )
+
+
+def load_pipeline(
+    source: ModelSource,
+    *,
+    device: str,
+    dtype: Any,
+    config: str | Path | None = None,
+) -> Any:
+    """Load the text-to-image pipeline of ``source`` on ``device`` in ``dtype``, offline.
+
+    ``config`` overrides the shipped config folder for single files (a checkpoint whose
+    architecture differs from the real model, as in tests).
+    """
+    import diffusers
+
+    cls = getattr(diffusers, PIPELINE_CLASSES[source.family])
+    if source.kind == "folder":
+        safetensors = _has_safetensors(source.path)
+        pipe = cls.from_pretrained(
+            str(source.path),
+            torch_dtype=dtype,
+            local_files_only=True,
+            use_safetensors=safetensors,
+        )
+    else:
+        pipe = cls.from_single_file(
+            str(source.path),
+            config=str(config or config_folder(source.family)),
+            torch_dtype=dtype,
+            local_files_only=True,
+        )
+    pipe.to(device)
+    for component in pipe.components.values():
+        if hasattr(component, "eval"):
+            component.eval()
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _has_safetensors(folder: Path) -> bool:
+    return any(folder.glob("*/*.safetensors"))
