@@ -1,0 +1,245 @@
+"""Run one API-format graph on a ComfyUI server to the end, surviving dropped connections.
+
+The wire protocol (ComfyUI's ``websockets_api_example.py``): open the WebSocket with our own
+``clientId``, POST the graph with our own ``prompt_id``, read frames until ``executing`` with
+``node: null`` for that prompt, then read ``/history/{id}``. On top of it:
+
+1. a lost ``/prompt`` answer never queues twice (:func:`client.submit` looks first);
+2. a dropped WebSocket is reopened with backoff; then the prompt is looked up: finished ->
+   read the history; still queued -> keep following; forgotten (the server restarted) ->
+   submitted again, once;
+3. silence on the socket is covered by polling ``/history`` every ``idle_poll`` seconds.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from likeness.engines.comfyui import client
+from likeness.engines.comfyui.errors import ComfyError
+from likeness.engines.comfyui.protocol import HistoryEntry, Submitted, parse_frame
+
+
+@dataclass(frozen=True)
+class NodeProgress:
+    """A ``progress`` frame (``value`` of ``max`` steps in ``node``), or a node starting
+    (``value == max == 0``)."""
+
+    prompt_id: str
+    node: str
+    value: int
+    max: int
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard to try. ``reconnect_attempts`` per outage, pauses from ``backoff`` doubling to
+    ``max_backoff`` seconds; ``resubmits`` after the server forgot the prompt."""
+
+    reconnect_attempts: int = 8
+    backoff: float = 0.5
+    max_backoff: float = 10.0
+    resubmits: int = 1
+    idle_poll: float = 10.0
+    timeout: float = 6 * 3600.0
+    submit_timeout: float | None = None
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """A finished prompt: its history entry and what it took to get there."""
+
+    submitted: Submitted
+    entry: HistoryEntry
+    reconnects: int
+    resubmits: int
+    wall_s: float
+
+
+ProgressFn = Callable[[NodeProgress], None]
+
+
+def _ws_connect(url: str, timeout: float) -> Any:
+    from websockets.sync.client import connect
+
+    return connect(url, open_timeout=timeout, max_size=2**26, compression=None)
+
+
+def _ws_errors() -> tuple[type[BaseException], ...]:
+    from websockets.exceptions import ConnectionClosed, InvalidHandshake
+
+    return (ConnectionClosed, InvalidHandshake, OSError)
+
+
+def run_prompt(
+    http: httpx.Client,
+    graph: Mapping[str, Any],
+    *,
+    client_id: str | None = None,
+    prompt_id: str | None = None,
+    extra_pnginfo: Mapping[str, Any] | None = None,
+    on_progress: ProgressFn | None = None,
+    policy: RetryPolicy = RetryPolicy(),
+    sleep: Callable[[float], None] = time.sleep,
+) -> RunResult:
+    """Queue ``graph``, follow it to the end and return its history entry.
+
+    Raises :class:`ComfyError` with one line per problem when the server refuses the graph,
+    a node fails while running, the job is interrupted, or the server stays unreachable.
+    """
+    client_id = client_id or str(uuid.uuid4())
+    prompt_id = prompt_id or str(uuid.uuid4())
+    started = time.monotonic()
+    deadline = started + policy.timeout
+    state = _Follow(http, graph, client_id, prompt_id, extra_pnginfo, policy, sleep)
+
+    # 1. Listen before submitting, so no frame of ours is missed.
+    ws = state.reconnect(first=True)
+    try:
+        # 2. Queue it (once, whatever happens to the answer).
+        submitted = state.submit()
+        # 3. Follow the frames to the end marker, recovering from drops.
+        while True:
+            if time.monotonic() > deadline:
+                raise ComfyError(
+                    [f"prompt {prompt_id} did not finish within {policy.timeout:.0f} s"]
+                )
+            try:
+                raw = ws.recv(timeout=policy.idle_poll)
+            except TimeoutError:
+                if client.history(http, prompt_id) is not None:
+                    break
+                continue
+            except _ws_errors():
+                ws = state.recover(ws)
+                if state.finished:
+                    break
+                continue
+            frame = parse_frame(raw)
+            if frame is None or frame.prompt_id != prompt_id:
+                continue
+            if frame.type == "progress" and on_progress is not None:
+                on_progress(
+                    NodeProgress(prompt_id, str(frame.data.get("node")),
+                                 int(frame.data.get("value", 0)), int(frame.data.get("max", 0)))
+                )  # fmt: skip
+            elif frame.type == "executing":
+                node = frame.data.get("node")
+                if node is None:
+                    break
+                if on_progress is not None:
+                    on_progress(NodeProgress(prompt_id, str(node), 0, 0))
+    finally:
+        ws.close()
+    # 4. Read how it ended.
+    entry = state.final_entry()
+    failure = entry.failure_line()
+    if failure is not None:
+        raise ComfyError([failure])
+    return RunResult(
+        submitted=submitted,
+        entry=entry,
+        reconnects=state.reconnects,
+        resubmits=state.resubmits,
+        wall_s=time.monotonic() - started,
+    )
+
+
+class _Follow:
+    """The recovery state of one run (kept out of ``run_prompt`` so each step reads alone)."""
+
+    def __init__(
+        self,
+        http: httpx.Client,
+        graph: Mapping[str, Any],
+        client_id: str,
+        prompt_id: str,
+        extra_pnginfo: Mapping[str, Any] | None,
+        policy: RetryPolicy,
+        sleep: Callable[[float], None],
+    ) -> None:
+        self.http, self.graph, self.client_id, self.prompt_id = http, graph, client_id, prompt_id
+        self.extra_pnginfo, self.policy, self.sleep = extra_pnginfo, policy, sleep
+        self.reconnects = 0
+        self.resubmits = 0
+        self.finished = False
+
+    def submit(self) -> Submitted:
+        return client.submit(
+            self.http,
+            self.graph,
+            client_id=self.client_id,
+            prompt_id=self.prompt_id,
+            extra_pnginfo=self.extra_pnginfo,
+            attempts=self.policy.reconnect_attempts,
+            backoff=self.policy.backoff,
+            max_backoff=self.policy.max_backoff,
+            timeout=self.policy.submit_timeout,
+            sleep=self.sleep,
+        )
+
+    def reconnect(self, *, first: bool = False) -> Any:
+        url = client.ws_url(self.http, self.client_id)
+        delay = self.policy.backoff
+        last: BaseException | None = None
+        for _ in range(self.policy.reconnect_attempts):
+            try:
+                return _ws_connect(url, timeout=10.0)
+            except _ws_errors() as exc:
+                last = exc
+                self.sleep(delay)
+                delay = min(delay * 2, self.policy.max_backoff)
+        where = str(self.http.base_url)
+        what = "reach" if first else "reconnect to"
+        raise ComfyError(
+            [f"could not {what} ComfyUI at {where} after {self.policy.reconnect_attempts} "
+             f"tries ({type(last).__name__}: {last}); is the server running?"]
+        )  # fmt: skip
+
+    def recover(self, old: Any) -> Any:
+        """The socket dropped: reopen it, then find out what became of the prompt."""
+        old.close()
+        self.reconnects += 1
+        ws = self.reconnect()
+        where = self._state_with_retries()
+        if where == "history":
+            self.finished = True
+        elif where is None:
+            if self.resubmits >= self.policy.resubmits:
+                ws.close()
+                raise ComfyError(
+                    [f"prompt {self.prompt_id} vanished from the server (restarted?) again "
+                     f"after {self.resubmits} resubmission(s); giving up"]
+                )  # fmt: skip
+            self.resubmits += 1
+            self.submit()
+        return ws
+
+    def _state_with_retries(self) -> str | None:
+        delay = self.policy.backoff
+        for _ in range(self.policy.reconnect_attempts):
+            try:
+                return client.prompt_state(self.http, self.prompt_id)
+            except httpx.TransportError:
+                self.sleep(delay)
+                delay = min(delay * 2, self.policy.max_backoff)
+        raise ComfyError([f"ComfyUI at {self.http.base_url} stopped answering HTTP"])
+
+    def final_entry(self) -> HistoryEntry:
+        delay = min(self.policy.backoff, 0.2)
+        for _ in range(self.policy.reconnect_attempts):
+            try:
+                entry = client.history(self.http, self.prompt_id)
+            except httpx.TransportError:
+                entry = None
+            if entry is not None:
+                return entry
+            self.sleep(delay)
+            delay = min(delay * 2, self.policy.max_backoff)
+        raise ComfyError([f"prompt {self.prompt_id} ended but the server has no history of it"])
