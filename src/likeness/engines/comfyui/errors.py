@@ -66,6 +66,11 @@ def node_error_line(node_id: str, class_type: str, error: Mapping[str, Any]) -> 
             f"{where}: input '{name}' is linked to a {extra.get('received_type')} output "
             f"but needs {error.get('details', '').rsplit('input_type(', 1)[-1].rstrip(')')}"
         )
+    if kind == "bad_linked_input":
+        return (
+            f"{where}: input '{name}' must be a link [node_id, slot_index], "
+            f"not {extra.get('received_value')!r}"
+        )
     if kind == "exception_during_inner_validation":
         return (
             f"{where}: input '{name}' links to a node that cannot be validated "

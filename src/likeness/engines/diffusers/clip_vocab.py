@@ -49,7 +49,8 @@ def build_clip_vocab(bpe_lines: list[str]) -> tuple[dict[str, int], list[str]]:
 
 def write_clip_vocab(gz_path: str | Path, out_dir: str | Path) -> None:
     """Write ``vocab.json`` and ``merges.txt`` (Hugging Face CLIPTokenizer layout)."""
-    lines = gzip.open(gz_path, "rt", encoding="utf-8").read().split("\n")
+    with gzip.open(gz_path, "rt", encoding="utf-8") as fh:
+        lines = fh.read().split("\n")
     vocab, merges = build_clip_vocab(lines)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

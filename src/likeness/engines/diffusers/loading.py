@@ -9,7 +9,9 @@ loaded; they are refused unless the caller allows them explicitly.
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -121,27 +123,49 @@ def load_pipeline(
     import diffusers
 
     cls = getattr(diffusers, PIPELINE_CLASSES[source.family])
-    if source.kind == "folder":
-        safetensors = _has_safetensors(source.path)
-        pipe = cls.from_pretrained(
-            str(source.path),
-            torch_dtype=dtype,
-            local_files_only=True,
-            use_safetensors=safetensors,
-        )
-    else:
-        pipe = cls.from_single_file(
-            str(source.path),
-            config=str(config or config_folder(source.family)),
-            torch_dtype=dtype,
-            local_files_only=True,
-        )
+    with _quiet_loading():
+        pipe = _load(cls, source, dtype, config)
     pipe.to(device)
     for component in pipe.components.values():
         if hasattr(component, "eval"):
             component.eval()
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def _load(cls: Any, source: ModelSource, dtype: Any, config: str | Path | None) -> Any:
+    if source.kind == "folder":
+        safetensors = _has_safetensors(source.path)
+        return cls.from_pretrained(
+            str(source.path),
+            dtype=dtype,
+            local_files_only=True,
+            use_safetensors=safetensors,
+        )
+    return cls.from_single_file(
+        str(source.path),
+        config=str(config or config_folder(source.family)),
+        dtype=dtype,
+        local_files_only=True,
+    )
+
+
+@contextlib.contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """No per-component progress bars while loading (the CLI draws its own)."""
+    from diffusers.utils import logging as dlog
+    from transformers.utils import logging as tlog
+
+    d_on, t_on = dlog.is_progress_bar_enabled(), tlog.is_progress_bar_enabled()
+    dlog.disable_progress_bar()
+    tlog.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if d_on:
+            dlog.enable_progress_bar()
+        if t_on:
+            tlog.enable_progress_bar()
 
 
 def _has_safetensors(folder: Path) -> bool:

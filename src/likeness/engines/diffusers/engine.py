@@ -1,0 +1,352 @@
+"""The diffusers engine: runs a recipe on a local model (SDXL, SD1.5, FLUX).
+
+Example::
+
+    engine = DiffusersEngine()
+    engine.check(recipe)                 # raises EngineCannotHonour before any work
+    images = engine.generate(recipe, n=4)
+    engine.release()                     # drop models, free (V)RAM
+
+The loaded pipeline (and its img2img/inpaint views, LoRAs and upscaler) stays cached between
+calls until another model is asked for or :meth:`release` is called.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from likeness.engines.base import (
+    EngineCannotHonour,
+    GeneratedImage,
+    ProgressCallback,
+    ProgressUpdate,
+    build_provenance,
+    image_seeds,
+    resolve_seed,
+    sha256_file,
+)
+from likeness.engines.diffusers import passes
+from likeness.engines.diffusers.device import choose_device, choose_dtype, release_device_memory
+from likeness.engines.diffusers.loading import (
+    PICKLE_SUFFIXES,
+    load_pipeline,
+    resolve_model,
+)
+from likeness.engines.diffusers.loras import LoraSet, check_lora
+from likeness.pnginfo import encode_png
+from likeness.recipes import Recipe, RecipeError, build_prompt, diffusers_scheduler
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+
+class DiffusersEngine:
+    """Runs recipes with diffusers on this machine.
+
+    Args:
+        allow_pickle (`bool`, defaults to False): accept ``.ckpt/.pt/.bin`` model and LoRA files.
+        device (`str`, *optional*): "cuda", "mps" or "cpu"; the best available by default.
+        dtype (`str`, *optional*): "bf16", "fp16" or "fp32"; by device by default.
+        config (`str`, *optional*): config folder for single-file checkpoints whose
+            architecture differs from the shipped real configs.
+        find_face (*optional*): face finder for the detailer (image -> box or None).
+    """
+
+    name = "diffusers"
+
+    def __init__(
+        self,
+        *,
+        allow_pickle: bool = False,
+        device: str | None = None,
+        dtype: str | None = None,
+        config: str | Path | None = None,
+        find_face: passes.FaceFinder | None = None,
+    ) -> None:
+        self.allow_pickle = allow_pickle
+        self._device_pref = device
+        self._dtype_pref = dtype
+        self._config = config
+        self._find_face = find_face or passes.find_subject_face
+        self._key: tuple[Any, ...] | None = None
+        self._pipe: Any = None
+        self._views: dict[str, Any] = {}
+        self._loras = LoraSet()
+        self._base_scheduler: dict[str, Any] = {}
+        self._upscalers: dict[str, Any] = {}
+
+    # -- protocol -----------------------------------------------------------------------
+    def check(self, recipe: Recipe) -> None:
+        """Raise :class:`EngineCannotHonour` for the first field this engine cannot run."""
+        if recipe.engine != "diffusers":
+            raise EngineCannotHonour("engine", recipe.engine, "is not 'diffusers'")
+        resolve_model(recipe.model, recipe.family, allow_pickle=self.allow_pickle)
+        try:
+            class_name, _ = diffusers_scheduler(recipe.sampler, recipe.scheduler, recipe.family)
+        except RecipeError as exc:
+            raise EngineCannotHonour(exc.field, exc.value, exc.message) from None
+        if class_name == "DPMSolverSDEScheduler" and importlib.util.find_spec("torchsde") is None:
+            raise EngineCannotHonour(
+                "sampler", recipe.sampler, "needs the torchsde package; pip install torchsde"
+            )
+        if recipe.family == "flux" and recipe.negative.strip():
+            raise EngineCannotHonour(
+                "negative",
+                recipe.negative,
+                "is not used by FLUX (distilled guidance); leave it empty",
+            )
+        for index, spec in enumerate(recipe.loras):
+            check_lora(index, spec, allow_pickle=self.allow_pickle)
+        if recipe.upscale.enabled and recipe.upscale.model:
+            path = Path(recipe.upscale.model).expanduser()
+            if not path.is_file():
+                raise EngineCannotHonour(
+                    "upscale.model", recipe.upscale.model, "does not exist; pass an upscaler file"
+                )
+            if path.suffix.lower() in PICKLE_SUFFIXES and not self.allow_pickle:
+                raise EngineCannotHonour(
+                    "upscale.model",
+                    recipe.upscale.model,
+                    "is a pickle file (it can run code when loaded); use a .safetensors "
+                    "upscaler or pass --allow-pickle",
+                )
+        if recipe.identity.enabled:
+            raise EngineCannotHonour(
+                "identity.enabled",
+                True,
+                f"({recipe.identity.kind}) is not available in the diffusers engine; "
+                "run it on ComfyUI (--engine comfyui) or set identity.enabled = false",
+            )
+
+    def generate(
+        self, recipe: Recipe, n: int, progress: ProgressCallback | None = None
+    ) -> list[GeneratedImage]:
+        """Make ``n`` images, ``recipe.batch`` per pipeline call; image i has seed ``seed + i``."""
+        if n < 1:
+            raise ValueError(f"n: {n} must be at least 1")
+        self.check(recipe)
+        recipe = resolve_seed(recipe)
+        seeds = image_seeds(recipe, n)
+        out: list[GeneratedImage] = []
+        for start in range(0, n, recipe.batch):
+            chunk = seeds[start : start + recipe.batch]
+            out += self._generate_chunk(recipe, chunk, start, n, progress)
+        return out
+
+    def edit(self, image: Image.Image, instruction: str) -> GeneratedImage:
+        raise NotImplementedError(
+            "edit: the diffusers engine has no instruction-edit model yet; "
+            "edit on ComfyUI or with an image-edit model outside Likeness"
+        )
+
+    def release(self) -> None:
+        """Drop the cached pipeline, LoRAs and upscalers and free device memory."""
+        device = self._key[1] if self._key else "cpu"
+        self._pipe = None
+        self._views.clear()
+        self._loras.clear()
+        self._upscalers.clear()
+        self._key = None
+        release_device_memory(device)
+
+    # -- steps --------------------------------------------------------------------------
+    def pipeline(self, recipe: Recipe) -> Any:
+        """The (cached) text-to-image pipeline for ``recipe``'s model."""
+        source = resolve_model(recipe.model, recipe.family, allow_pickle=self.allow_pickle)
+        device = choose_device(self._device_pref)
+        dtype = choose_dtype(device, self._dtype_pref)
+        key = (source, device, str(dtype), str(self._config))
+        if self._key != key:
+            self.release()
+            self._pipe = load_pipeline(source, device=device, dtype=dtype, config=self._config)
+            self._base_scheduler = dict(self._pipe.scheduler.config)
+            self._key = key
+        return self._pipe
+
+    def _view(self, kind: str) -> Any:
+        if kind not in self._views:
+            from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
+
+            factory = AutoPipelineForImage2Image if kind == "img2img" else AutoPipelineForInpainting
+            view = factory.from_pipe(self._pipe)
+            view.set_progress_bar_config(disable=True)
+            self._views[kind] = view
+        view = self._views[kind]
+        view.scheduler = self._pipe.scheduler
+        return view
+
+    def _set_scheduler(self, pipe: Any, recipe: Recipe) -> None:
+        import diffusers
+
+        class_name, extra = diffusers_scheduler(recipe.sampler, recipe.scheduler, recipe.family)
+        cls = getattr(diffusers, class_name)
+        pipe.scheduler = cls.from_config(self._base_scheduler, **extra)
+
+    def _generate_chunk(
+        self,
+        recipe: Recipe,
+        seeds: list[int],
+        offset: int,
+        total: int,
+        progress: ProgressCallback | None,
+    ) -> list[GeneratedImage]:
+        import torch
+
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        # 1. Load (cached) and prepare the pipeline.
+        report = _reporter(progress, offset, total)
+        report("load", 0, 1)
+        pipe = self.pipeline(recipe)
+        model_sha = sha256_file(recipe.model) if Path(recipe.model).is_file() else None
+        lora_shas = self._loras.apply(pipe, recipe.loras)
+        self._set_scheduler(pipe, recipe)
+        timings["load_s"] = time.perf_counter() - t0
+        # 2. Prompts and seeds.
+        prompt = build_prompt(recipe)
+        count = len(seeds)
+        prompts = [prompt] * count
+        negatives = None if recipe.family == "flux" else [recipe.negative] * count
+
+        def gens() -> list[Any]:
+            return [torch.Generator("cpu").manual_seed(s) for s in seeds]
+
+        # 3. First pass.
+        t = time.perf_counter()
+        refine = recipe.refiner.enabled
+        kwargs: dict[str, Any] = {}
+        if negatives is not None:
+            kwargs["negative_prompt"] = negatives
+        result = pipe(
+            prompt=prompts,
+            width=recipe.width,
+            height=recipe.height,
+            num_inference_steps=recipe.steps,
+            guidance_scale=recipe.cfg,
+            generator=gens(),
+            output_type="latent" if refine else "pil",
+            callback_on_step_end=_step_callback(report, "sample", recipe.steps),
+            **kwargs,
+        ).images
+        timings["sample_s"] = time.perf_counter() - t
+        # 4. Refiner on the latents.
+        if refine:
+            t = time.perf_counter()
+            latents = result
+            extra: dict[str, Any] = {}
+            if recipe.family == "flux":
+                latents = pipe._unpack_latents(
+                    latents, recipe.height, recipe.width, pipe.vae_scale_factor
+                )
+                extra = {"width": recipe.width, "height": recipe.height}
+            result = passes.refine_latents(
+                self._view("img2img"),
+                latents,
+                prompt=prompts,
+                negative=negatives,
+                steps=recipe.refiner.steps,
+                denoise=recipe.refiner.denoise,
+                cfg=recipe.cfg,
+                generators=gens(),
+                callback=_step_callback(report, "refiner", recipe.refiner.steps),
+                extra=extra,
+            )
+            timings["refiner_s"] = time.perf_counter() - t
+        images: list[Image.Image] = list(result)
+        notes: list[dict[str, Any]] = [{} for _ in images]
+        # 5. Detailer, one face per image.
+        if recipe.detailer.enabled:
+            t = time.perf_counter()
+            inpaint = self._view("inpaint")
+            for i, (image, seed) in enumerate(zip(images, seeds, strict=True)):
+                detail = passes.detail_face(
+                    inpaint,
+                    image,
+                    recipe.detailer,
+                    prompt=prompt,
+                    negative=None if negatives is None else recipe.negative,
+                    cfg=recipe.cfg,
+                    generator=torch.Generator("cpu").manual_seed(seed),
+                    find_face=self._find_face,
+                    multiple=pipe.vae_scale_factor * (2 if recipe.family == "flux" else 1),
+                )
+                images[i] = detail.image
+                notes[i]["detailer"] = {
+                    "face": None if detail.face is None else [round(v, 1) for v in detail.face],
+                    "region": None if detail.region is None else list(detail.region),
+                }
+            timings["detailer_s"] = time.perf_counter() - t
+        # 6. Upscale.
+        if recipe.upscale.enabled:
+            t = time.perf_counter()
+            report("upscale", 0, 1)
+            model = self._upscaler(recipe.upscale.model) if recipe.upscale.model else None
+            images = [passes.upscale_image(im, recipe.upscale.factor, model) for im in images]
+            timings["upscale_s"] = time.perf_counter() - t
+        timings["total_s"] = time.perf_counter() - t0
+        # 7. PNG with provenance.
+        engine_info = self._engine_info()
+        upscaler_sha = (
+            sha256_file(recipe.upscale.model)
+            if recipe.upscale.enabled and recipe.upscale.model
+            else None
+        )
+        out = []
+        for image, seed, note in zip(images, seeds, notes, strict=True):
+            extra_prov: dict[str, Any] = {"batch_size": count, **note}
+            if upscaler_sha:
+                extra_prov["upscaler_sha256"] = upscaler_sha
+            prov = build_provenance(
+                recipe=recipe,
+                seed=seed,
+                engine=engine_info,
+                model_sha256=model_sha,
+                lora_sha256s=list(lora_shas),
+                timings=timings,
+                width=image.width,
+                height=image.height,
+                extra=extra_prov,
+            )
+            out.append(GeneratedImage(png=encode_png(image, prov), seed=seed, provenance=prov))
+        return out
+
+    def _upscaler(self, path: str) -> Any:
+        if path not in self._upscalers:
+            device = self._key[1] if self._key else choose_device(self._device_pref)
+            self._upscalers[path] = passes.load_upscaler(path, device)
+        return self._upscalers[path]
+
+    def _engine_info(self) -> dict[str, Any]:
+        import diffusers
+        import torch
+
+        _, device, dtype, _ = self._key if self._key else (None, "cpu", "", None)
+        return {
+            "name": self.name,
+            "version": diffusers.__version__,
+            "torch": torch.__version__,
+            "device": device,
+            "dtype": dtype.replace("torch.", ""),
+        }
+
+
+def _reporter(
+    progress: ProgressCallback | None, offset: int, total: int
+) -> Callable[[str, int, int], None]:
+    def report(stage: str, step: int, steps: int) -> None:
+        if progress is not None:
+            progress(ProgressUpdate(offset, total, step, steps, stage))
+
+    return report
+
+
+def _step_callback(report: Callable[[str, int, int], None], stage: str, steps: int) -> Any:
+    def callback(pipe: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        report(stage, step + 1, steps)
+        return {}
+
+    return callback

@@ -1,0 +1,118 @@
+"""LoRA files: recognise their format, load them once, activate them with strengths.
+
+Accepted: kohya files (``lora_unet_*`` / ``lora_te1_*`` / ``lora_te2_*`` keys with
+``lora_down``/``lora_up``/``alpha``), in both block-name layouts (original SDXL names such as
+``lora_unet_input_blocks_4_1_...`` and diffusers names such as ``lora_unet_down_blocks_1_...``),
+and diffusers/peft files (``unet.…lora_A.weight`` or ``transformer.…lora_A.weight``).
+diffusers maps all of them onto the model; several LoRAs run at once through ``set_adapters``.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+from typing import Any
+
+from likeness.engines.base import EngineCannotHonour, EngineError, sha256_file
+from likeness.engines.diffusers.loading import PICKLE_SUFFIXES
+from likeness.recipes import LoraSpec
+
+KOHYA_ORIGINAL = "kohya (original block names)"
+KOHYA_DIFFUSERS = "kohya (diffusers block names)"
+DIFFUSERS = "diffusers"
+
+
+def safetensors_keys(path: Path) -> list[str]:
+    """Tensor names of a ``.safetensors`` file, read from its header only."""
+    with open(path, "rb") as fh:
+        (length,) = struct.unpack("<Q", fh.read(8))
+        if length > 100_000_000:
+            raise ValueError("header too large")
+        header = json.loads(fh.read(length))
+    return [k for k in header if k != "__metadata__"]
+
+
+def lora_format(keys: list[str]) -> str | None:
+    """The LoRA format these tensor names follow, or None when they are not a LoRA."""
+    if any(k.startswith(("lora_unet_", "lora_te")) for k in keys):
+        if any("input_blocks" in k or "output_blocks" in k or "middle_block" in k for k in keys):
+            return KOHYA_ORIGINAL
+        return KOHYA_DIFFUSERS
+    if any(("lora_A" in k or "lora_B" in k or "lora.down" in k or "lora_down" in k) for k in keys):
+        return DIFFUSERS
+    return None
+
+
+def check_lora(index: int, spec: LoraSpec, *, allow_pickle: bool) -> str:
+    """Raise :class:`EngineCannotHonour` unless ``spec`` names a readable LoRA; its format."""
+    field = f"loras.{index}.path"
+    path = Path(spec.path).expanduser()
+    if not path.is_file():
+        raise EngineCannotHonour(field, spec.path, "does not exist; pass a LoRA .safetensors file")
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        if not allow_pickle:
+            raise EngineCannotHonour(
+                field,
+                spec.path,
+                "is a pickle file (it can run code when loaded); convert it to .safetensors "
+                "or pass --allow-pickle",
+            )
+        return "pickle"
+    if path.suffix.lower() != ".safetensors":
+        raise EngineCannotHonour(field, spec.path, "is not a .safetensors LoRA file")
+    try:
+        keys = safetensors_keys(path)
+    except (OSError, ValueError, struct.error) as exc:
+        raise EngineCannotHonour(
+            field, spec.path, f"is not a readable safetensors file ({exc})"
+        ) from None
+    fmt = lora_format(keys)
+    if fmt is None:
+        raise EngineCannotHonour(
+            field, spec.path, "holds no LoRA weights (no lora_down/lora_A tensors)"
+        )
+    return fmt
+
+
+class LoraSet:
+    """The LoRAs loaded into one pipeline, keyed by file content; activates recipe strengths."""
+
+    def __init__(self) -> None:
+        self._names: dict[str, str] = {}  # sha256 -> adapter name
+        self._enabled = True
+
+    def apply(self, pipe: Any, loras: tuple[LoraSpec, ...]) -> list[str]:
+        """Load any new files, then activate exactly ``loras`` at their strengths.
+
+        Returns the files' sha256s in recipe order.
+        """
+        shas = [sha256_file(spec.path) for spec in loras]
+        for index, (spec, sha) in enumerate(zip(loras, shas, strict=True)):
+            if sha not in self._names:
+                name = f"lora_{sha[:16]}"
+                try:
+                    pipe.load_lora_weights(str(spec.path), adapter_name=name)
+                except Exception as exc:  # diffusers raises many types for a bad file
+                    raise EngineError(
+                        f"loras.{index}.path: {spec.path} could not be loaded into the "
+                        f"{type(pipe).__name__} ({type(exc).__name__}: {exc})"
+                    ) from exc
+                self._names[sha] = name
+        if not loras:
+            if self._names and self._enabled:
+                pipe.disable_lora()
+                self._enabled = False
+            return []
+        if not self._enabled:
+            pipe.enable_lora()
+            self._enabled = True
+        names = [self._names[sha] for sha in shas]
+        if len(set(names)) != len(names):
+            raise EngineError("loras: the same LoRA file is listed twice; list it once")
+        pipe.set_adapters(names, adapter_weights=[spec.strength for spec in loras])
+        return shas
+
+    def clear(self) -> None:
+        self._names.clear()
+        self._enabled = True
