@@ -22,8 +22,8 @@ from rich.progress import (
 
 from likeness.workspace import Workspace, WorkspaceError, find_workspace
 
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 JSON_HELP = (
     "Print machine-readable JSON on stdout instead of tables (shape documented in docs/cli.md)."

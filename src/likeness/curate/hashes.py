@@ -14,11 +14,12 @@ touches a handful of buckets instead of every stored hash.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import combinations
 
 import imagehash
+import numpy as np
 from PIL import Image
 
 HASH_BITS = 64
@@ -64,13 +65,9 @@ class HammingIndex:
         if max_distance < 0:
             raise ValueError(f"max_distance must be >= 0, got {max_distance}")
         self.max_distance = max_distance
-        self.chunk_radius = chunk_radius
-        chunks = max_distance // (chunk_radius + 1) + 1
-        chunks = min(chunks, HASH_BITS)
-        bounds = [round(i * HASH_BITS / chunks) for i in range(chunks + 1)]
-        self._spans = [(lo, hi - lo) for lo, hi in zip(bounds, bounds[1:], strict=False)]
-        # the radius each chunk must be searched with so that the pigeonhole argument holds
-        self._radius = max_distance // chunks
+        plan = _chunk_plan(max_distance, chunk_radius)
+        self._spans = [(lo, width) for lo, width, _ in plan]
+        self._radius = plan[0][2]
         self._tables: list[dict[int, list[int]]] = [defaultdict(list) for _ in self._spans]
         self._keys: list[object] = []
         self._hashes: list[int] = []
@@ -113,16 +110,57 @@ def _flip_mask(width: int, bits: int) -> list[int]:
 
 
 def near_pairs(
-    items: Iterable[tuple[object, PerceptualHashes]], phash_max: int, dhash_max: int
+    items: Sequence[tuple[object, PerceptualHashes]],
+    phash_max: int,
+    dhash_max: int,
+    chunk_radius: int = 1,
 ) -> list[tuple[object, object, int]]:
-    """All (a, b, phash distance) pairs that are near duplicates by both hashes."""
-    index = HammingIndex(phash_max)
-    dhashes: dict[object, int] = {}
-    pairs = []
-    for key, hashes in items:
-        for other, distance in index.query(hashes.phash):
-            if hamming(dhashes[other], hashes.dhash) <= dhash_max:
-                pairs.append((other, key, distance))
-        index.add(key, hashes.phash)
-        dhashes[key] = hashes.dhash
-    return pairs
+    """All (a, b, phash distance) pairs that are near duplicates by both hashes.
+
+    The batch form of `HammingIndex`, vectorised with numpy: for each chunk of the pHash, every
+    hash is joined (sort + binary search) with the hashes whose chunk equals its own or differs
+    in up to `radius` bits; only those candidate pairs are compared in full.
+    """
+    if len(items) < 2:
+        return []
+    keys = [key for key, _ in items]
+    phash = np.array([h.phash for _, h in items], dtype=np.uint64)
+    dhash = np.array([h.dhash for _, h in items], dtype=np.uint64)
+    candidates = []
+    for lo, width, radius in _chunk_plan(phash_max, chunk_radius):
+        chunk = ((phash >> np.uint64(lo)) & np.uint64((1 << width) - 1)).astype(np.int64)
+        order = np.argsort(chunk, kind="stable")
+        ordered = chunk[order]
+        for bits in range(radius + 1):
+            for mask in _flip_mask(width, bits):
+                wanted = chunk ^ mask
+                left = np.searchsorted(ordered, wanted, "left")
+                counts = np.searchsorted(ordered, wanted, "right") - left
+                total = int(counts.sum())
+                if not total:
+                    continue
+                query = np.repeat(np.arange(len(chunk)), counts)
+                first = np.repeat(left - (np.cumsum(counts) - counts), counts)
+                other = order[first + np.arange(total)]
+                a, b = query[query < other], other[query < other]
+                close = (np.bitwise_count(phash[a] ^ phash[b]) <= phash_max) & (
+                    np.bitwise_count(dhash[a] ^ dhash[b]) <= dhash_max
+                )
+                candidates.append(a[close] * len(chunk) + b[close])
+    if not candidates:
+        return []
+    # a pair close enough is found through several chunks: keep it once
+    pair_ids = np.unique(np.concatenate(candidates))
+    a, b = pair_ids // len(phash), pair_ids % len(phash)
+    pdist = np.bitwise_count(phash[a] ^ phash[b])
+    return [(keys[i], keys[j], int(d)) for i, j, d in zip(a, b, pdist.tolist(), strict=True)]
+
+
+def _chunk_plan(max_distance: int, chunk_radius: int = 1) -> list[tuple[int, int, int]]:
+    """(lowest bit, width, search radius) of each chunk, by the pigeonhole principle: with
+    k chunks, a hash within `max_distance` differs in at most max_distance // k bits in some
+    chunk."""
+    chunks = min(max_distance // (chunk_radius + 1) + 1, HASH_BITS)
+    bounds = [round(i * HASH_BITS / chunks) for i in range(chunks + 1)]
+    radius = max_distance // chunks
+    return [(lo, hi - lo, radius) for lo, hi in zip(bounds, bounds[1:], strict=False)]

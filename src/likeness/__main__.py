@@ -1,0 +1,5 @@
+"""`python -m likeness` is the `likeness` command."""
+
+from likeness.cli.main import main
+
+main()
