@@ -61,6 +61,19 @@ MODEL_FOLDERS = [
 JSON_TYPE = "application/json; charset=utf-8"
 
 
+def transcript(name: str) -> Any:
+    """A recorded exchange or frame log from tests/data/comfyui (by file name prefix)."""
+    matches = sorted(DATA.glob(f"{name}*.json"))
+    if not matches:
+        raise FileNotFoundError(f"no transcript {name} in {DATA}")
+    return json.loads(matches[0].read_text())
+
+
+def custom_nodes() -> dict[str, Any]:
+    """Object-info entries of the custom node packs the graphs use (see the data README)."""
+    return json.loads((DATA / "object_info_custom_nodes.json").read_text())
+
+
 def json_response(body: Any, status: int = 200) -> Response:
     """aiohttp's json_response: default json.dumps separators, utf-8 charset."""
     return Response(json.dumps(body), status_code=status, headers={"Content-Type": JSON_TYPE})

@@ -68,7 +68,11 @@ ProgressFn = Callable[[NodeProgress], None]
 def _ws_connect(url: str, timeout: float) -> Any:
     from websockets.sync.client import connect
 
-    return connect(url, open_timeout=timeout, max_size=2**26, compression=None)
+    kwargs: dict[str, Any] = {"open_timeout": timeout, "max_size": 2**26, "compression": None}
+    try:  # websockets >= 17 asks callers that keep the socket to say so
+        return connect(url, legacy=True, **kwargs)
+    except TypeError:
+        return connect(url, **kwargs)
 
 
 def _ws_errors() -> tuple[type[BaseException], ...]:
