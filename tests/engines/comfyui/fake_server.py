@@ -170,7 +170,7 @@ class FakeComfyUI:
             log_level="warning",
             ws="websockets-sansio",
             lifespan="on",
-            timeout_graceful_shutdown=1,
+            timeout_graceful_shutdown=0.2,
         )
         server = uvicorn.Server(config)
         thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -276,7 +276,9 @@ class Runtime:
             else:
                 spec[0] = files
         if "LoadImage" in info:
-            names = sorted(n for (k, sub, n) in self.st.files if k == "input" and sub == "")
+            names = sorted(
+                f"{sub}/{n}" if sub else n for (k, sub, n) in self.st.files if k == "input"
+            )
             info["LoadImage"]["input"]["required"]["image"][0] = names or ["example.png"]
         return info
 
@@ -757,7 +759,8 @@ class Execution:
             if cls == "KSampler":
                 await self.sample(nid, int(inputs["steps"]))
         elif cls == "LoadImage":
-            data = self.st.files.get(("input", "", inputs["image"]))
+            sub, _, base = str(inputs["image"]).rpartition("/")
+            data = self.st.files.get(("input", sub, base))
             if data is None:
                 raise NodeFailure("FileNotFoundError", f"Invalid image file: {inputs['image']}")
             with Image.open(io.BytesIO(data)) as im:
@@ -767,6 +770,9 @@ class Execution:
             model = self.prompt[str(inputs["upscale_model"][0])]["inputs"].get("model_name", "")
             scale = int(model[0]) if model[:1].isdigit() else 4
             value = {**src, "w": src["w"] * scale, "h": src["h"] * scale}
+        elif cls == "ImageScale":
+            src = self.linked(nid, "image")
+            value = {**src, "w": int(inputs["width"]), "h": int(inputs["height"])}
         elif cls == "ImageScaleBy":
             src = self.linked(nid, "image")
             f = float(inputs["scale_by"])

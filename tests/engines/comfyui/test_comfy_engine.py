@@ -1,0 +1,133 @@
+"""ComfyUIEngine end to end against the test server: images, provenance, checks, refusals."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+from fake_server import FakeComfyUI
+from PIL import Image
+
+from likeness.engines import Engine, EngineCannotHonour, ProgressUpdate, get_engine
+from likeness.engines.comfyui import ComfyUIEngine, RetryPolicy, ServerLacks
+from likeness.engines.comfyui.pngtext import read_text_chunks
+from likeness.recipes import Recipe
+
+FAST = RetryPolicy(reconnect_attempts=10, backoff=0.05, max_backoff=0.3, idle_poll=2.0, timeout=30)
+FACE = Path(__file__).resolve().parents[3] / "src/likeness/data/samples/faces/obama.jpg"
+
+
+def engine(url: str) -> ComfyUIEngine:
+    return ComfyUIEngine(url, policy=FAST)
+
+
+def test_is_an_engine(fake: FakeComfyUI) -> None:
+    eng = get_engine("comfyui", comfy_url=fake.url)
+    assert isinstance(eng, ComfyUIEngine) and isinstance(eng, Engine)
+    with pytest.raises(NotImplementedError, match="edit"):
+        eng.edit(Image.new("RGB", (8, 8)), "smile")
+
+
+def test_generate_returns_pngs_with_provenance(fake: FakeComfyUI, recipe: Recipe) -> None:
+    updates: list[ProgressUpdate] = []
+    images = engine(fake.url).generate(recipe, 2, progress=updates.append)
+    assert [img.seed for img in images] == [42, 43]
+    assert len(fake.state.submissions) == 2 and len(set(fake.state.submissions)) == 2
+    for img in images:
+        assert img.image().size == (64, 96)
+        prov = img.provenance
+        assert prov["engine"]["name"] == "comfyui" and prov["engine"]["version"] == "0.3.64"
+        assert prov["comfyui"]["prompt_id"] in fake.state.submissions
+        assert prov["recipe"]["seed"] == img.seed and prov["seed"] == img.seed
+        assert prov["loras"][0]["sha256"] is None and prov["model"]["sha256"] is None
+        assert {"run_s", "download_s", "total_s", "execute_s"} <= set(prov["timings"])
+        assert (prov["width"], prov["height"]) == (64, 96)
+        text = read_text_chunks(img.png)
+        assert json.loads(text["likeness"]) == json.loads(json.dumps(prov))
+        graph = json.loads(text["prompt"])  # ComfyUI's own chunk is kept
+        assert any(n["class_type"] == "KSampler" for n in graph.values())
+        params = text["parameters"]
+        assert params.startswith("zk1, a photo of a woman, zk1 portrait, park <lora:tiny_sd15_slim_lora:0.7>\nNegative prompt: blurry\n")  # fmt: skip
+        assert f"Steps: 3, Sampler: DPM++ 2M Karras, Schedule type: karras, CFG scale: 4.0, Seed: {img.seed}, Size: 64x96" in params  # fmt: skip
+    stages = [(u.image, u.stage) for u in updates if u.step]
+    assert stages[0] == (0, "sample") and stages[-1] == (1, "refiner")
+    assert {u.images for u in updates} == {2}
+    sample = [u for u in updates if u.stage == "sample" and u.image == 0]
+    assert [(u.step, u.steps) for u in sample] == [(0, 3), (1, 3), (2, 3), (3, 3)]
+
+
+def test_batch_shares_one_prompt(fake: FakeComfyUI, recipe: Recipe) -> None:
+    images = engine(fake.url).generate(recipe.with_overrides({"batch": 2}), 3)
+    assert len(images) == 3 and len(fake.state.submissions) == 2
+    assert [i.seed for i in images] == [42, 42, 44]
+    assert [i.provenance["comfyui"]["batch_index"] for i in images] == [0, 1, 0]
+    assert images[0].image().getpixel((0, 0)) != images[1].image().getpixel((0, 0))
+
+
+def test_random_seed_is_resolved_and_recorded(fake: FakeComfyUI, recipe: Recipe) -> None:
+    (img,) = engine(fake.url).generate(recipe.with_overrides({"seed": -1}), 1)
+    assert img.seed >= 0 and img.provenance["recipe"]["seed"] == img.seed
+    submitted = json.loads(read_text_chunks(img.png)["prompt"])
+    assert img.seed in [n["inputs"].get("seed") for n in submitted.values()]
+
+
+def test_check_lists_everything_missing_before_any_work(fake: FakeComfyUI, recipe: Recipe) -> None:
+    r = recipe.with_overrides(
+        {"model": "bigLove.safetensors", "detailer.enabled": True, "upscale.enabled": True,
+         "upscale.model": "4x-UltraSharp.pth"}
+    )  # fmt: skip
+    eng = engine(fake.url)
+    with pytest.raises(ServerLacks) as info:
+        eng.check(r)
+    lines = info.value.lines
+    assert len(lines) == 5 and str(info.value) == "\n".join(lines)
+    assert lines[0].startswith(
+        "missing model file 'bigLove.safetensors' for CheckpointLoaderSimple"
+    )
+    assert any(line.startswith("missing node class FaceDetailer") for line in lines)
+    with pytest.raises(ServerLacks):
+        eng.generate(r, 1)
+    assert fake.state.submissions == [] and fake.state.files == {}
+    eng.check(recipe)  # the server has everything the plain recipe needs
+
+
+def test_recipe_fields_refused_up_front(fake: FakeComfyUI, recipe: Recipe, tmp_path: Path) -> None:
+    eng = engine(fake.url)
+    ref = tmp_path / "ref.png"
+    ref.write_bytes(b"x")
+    with pytest.raises(EngineCannotHonour, match="identity.kind: 'ipadapter_faceid' is not built"):
+        eng.check(recipe.with_overrides({"identity.enabled": True, "identity.kind": "ipadapter_faceid",
+                                         "identity.references": [str(ref)]}))  # fmt: skip
+    with pytest.raises(EngineCannotHonour, match="identity.references: '/nope.png' is not a file"):
+        eng.check(recipe.with_overrides({"identity.enabled": True, "identity.references": ["/nope.png"]}))  # fmt: skip
+    with pytest.raises(Exception, match="model"):
+        eng.check(recipe.with_overrides({"model": ""}))
+
+
+def test_every_pass_runs_with_the_node_packs(fake_full: FakeComfyUI, recipe: Recipe) -> None:
+    r = recipe.with_overrides(
+        {"detailer.enabled": True, "upscale.enabled": True, "upscale.model": "4x-UltraSharp.pth",
+         "upscale.factor": 2.0, "identity.enabled": True, "identity.references": [str(FACE)]}
+    )  # fmt: skip
+    eng = engine(fake_full.url)
+    eng.check(r)
+    (img,) = eng.generate(r, 1)
+    assert img.image().size == (128, 192) == (img.provenance["width"], img.provenance["height"])
+    assert fake_full.state.files[("input", "likeness", "obama.jpg")] == FACE.read_bytes()
+    graph = json.loads(read_text_chunks(img.png)["prompt"])
+    loads = [n["inputs"]["image"] for n in graph.values() if n["class_type"] == "LoadImage"]
+    assert loads == ["likeness/obama.jpg"]
+    classes = {n["class_type"] for n in graph.values()}
+    assert {"ApplyInstantID", "FaceDetailer", "ImageUpscaleWithModel", "ImageScale"} <= classes
+    with Image.open(io.BytesIO(img.png)) as decoded:
+        assert decoded.mode == "RGB"
+
+
+def test_release_frees_server_memory(fake: FakeComfyUI) -> None:
+    eng = engine(fake.url)
+    eng.release()
+    assert fake.state.free_requests == [{"unload_models": True, "free_memory": True}]
+    report = eng.report()
+    assert report.to_dict()["ok"] and report.system.devices[0].name == "cpu"
