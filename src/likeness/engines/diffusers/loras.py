@@ -9,8 +9,10 @@ diffusers maps all of them onto the model; several LoRAs run at once through ``s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +94,8 @@ class LoraSet:
             if sha not in self._names:
                 name = f"lora_{sha[:16]}"
                 try:
-                    pipe.load_lora_weights(str(spec.path), adapter_name=name)
+                    with _quiet():
+                        pipe.load_lora_weights(str(spec.path), adapter_name=name)
                 except Exception as exc:  # diffusers raises many types for a bad file
                     raise EngineError(
                         f"loras.{index}.path: {spec.path} could not be loaded into the "
@@ -116,3 +119,20 @@ class LoraSet:
     def clear(self) -> None:
         self._names.clear()
         self._enabled = True
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Hide diffusers' per-file notices (e.g. "no text encoder keys") while loading."""
+    import warnings
+
+    from diffusers.utils import logging as dlog
+
+    level = dlog.get_verbosity()
+    dlog.set_verbosity_error()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+            yield
+    finally:
+        dlog.set_verbosity(level)

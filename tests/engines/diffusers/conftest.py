@@ -1,0 +1,111 @@
+"""Tiny random-weight models built once per test session, fully offline.
+
+`tiny_models` holds: a tiny SDXL diffusers folder, the same pipeline as an original-layout
+single-file checkpoint, a tiny FLUX folder, and one UNet LoRA saved in three formats (diffusers
+with its alpha metadata, kohya with original SDXL block names, kohya with diffusers block names)
+plus a kohya copy with a different alpha.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+SIZE = 64
+LORA_RANK = 4
+LORA_ALPHA = 8
+
+
+@dataclass(frozen=True)
+class TinyModels:
+    sdxl: Path
+    sdxl_single: Path
+    flux: Path
+    lora_diffusers: Path
+    lora_kohya_original: Path
+    lora_kohya_diffusers: Path
+    lora_kohya_alpha4: Path
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
+    import torch
+    from diffusers import StableDiffusionXLPipeline
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    from likeness.engines.diffusers.checkpoint import save_single_file
+    from likeness.engines.diffusers.kohya import unet_lora_to_kohya
+    from likeness.engines.diffusers.tiny import tiny_flux, tiny_sdxl
+
+    root = tmp_path_factory.mktemp("tiny")
+    pipe = tiny_sdxl(seed=0)
+    pipe.save_pretrained(root / "sdxl")
+    save_single_file(pipe, root / "sdxl-single.safetensors")
+    tiny_flux(seed=0).save_pretrained(root / "flux")
+
+    config = LoraConfig(
+        r=LORA_RANK,
+        lora_alpha=LORA_ALPHA,
+        init_lora_weights=False,  # random A and B: the LoRA changes the output
+        target_modules=["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "conv1"],
+    )
+    torch.manual_seed(1)
+    pipe.unet.add_adapter(config)
+    state = get_peft_model_state_dict(pipe.unet)
+    StableDiffusionXLPipeline.save_lora_weights(
+        root / "lora-diffusers",
+        unet_lora_layers=state,
+        unet_lora_adapter_metadata=config.to_dict(),
+    )
+    kohya = unet_lora_to_kohya(state, alpha=LORA_ALPHA, unet_config=pipe.unet.config)
+    save_file(kohya, root / "lora-kohya-original.safetensors")
+    save_file(
+        unet_lora_to_kohya(state, alpha=LORA_ALPHA, layout="diffusers"),
+        root / "lora-kohya-diffusers.safetensors",
+    )
+    save_file(
+        unet_lora_to_kohya(state, alpha=LORA_ALPHA / 2, unet_config=pipe.unet.config),
+        root / "lora-kohya-alpha4.safetensors",
+    )
+    return TinyModels(
+        sdxl=root / "sdxl",
+        sdxl_single=root / "sdxl-single.safetensors",
+        flux=root / "flux",
+        lora_diffusers=root / "lora-diffusers" / "pytorch_lora_weights.safetensors",
+        lora_kohya_original=root / "lora-kohya-original.safetensors",
+        lora_kohya_diffusers=root / "lora-kohya-diffusers.safetensors",
+        lora_kohya_alpha4=root / "lora-kohya-alpha4.safetensors",
+    )
+
+
+@pytest.fixture(scope="session")
+def engine():
+    """One engine for the session, so the loaded tiny pipeline is reused between tests."""
+    from likeness.engines.diffusers import DiffusersEngine
+
+    eng = DiffusersEngine()
+    yield eng
+    eng.release()
+
+
+@pytest.fixture(scope="session")
+def tiny_recipe(tiny_models: TinyModels):
+    """A fast SDXL recipe on the tiny model: 64 px, 4 steps, refiner 2 steps at 0.5."""
+    from likeness.recipes import Recipe
+
+    return Recipe(
+        model=str(tiny_models.sdxl),
+        prompt="a photo of a person",
+        negative="blurry",
+        width=SIZE,
+        height=SIZE,
+        steps=4,
+        seed=7,
+    ).with_overrides({"refiner.steps": 2, "refiner.denoise": 0.5})
