@@ -65,4 +65,6 @@ def test_proposed_triggers_are_rare_tokens():
     token = propose_trigger("Elena")
     assert token == propose_trigger("Elena") != propose_trigger("Mara")
     assert check_trigger(token) is None
-    assert "ordinary word" in check_trigger("elena")
+    for common in ("elena", "woman", "sks", "ohwx"):
+        assert "already knows" in check_trigger(common)
+    assert "lowercase" in check_trigger("Big Token")

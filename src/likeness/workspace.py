@@ -7,11 +7,14 @@ or from an explicit path.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
 import os
 import re
 import sqlite3
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 from likeness.config import (
@@ -28,7 +31,8 @@ DB_FILE = "likeness.db"
 BLOBS_DIR = "blobs"
 WORKSPACE_ENV = "LIKENESS_WORKSPACE"
 
-_TRIGGER = re.compile(r"^[a-z][a-z0-9]{3,31}$")
+_TRIGGER = re.compile(r"^[a-z][a-z0-9]{2,31}$")
+_CLIP_VOCAB = "engines/diffusers/configs/sdxl/tokenizer/vocab.json"
 # Syllables chosen so the result reads as no word in any major language.
 _ONSETS = ["zq", "vr", "kx", "zh", "qv", "xv", "vk", "zk"]
 _VOWELS = ["a", "e", "i", "o", "u", "y"]
@@ -56,14 +60,30 @@ def propose_trigger(name: str) -> str:
     return "".join(parts) + f"{int.from_bytes(digest[5:8]) % 1000:03d}"
 
 
+@functools.cache
+def _clip_words() -> frozenset[str]:
+    """Whole words of the CLIP vocabulary shipped with the SDXL configs (SD1.5/SDXL/FLUX all
+    tokenize prompts with it)."""
+    vocab = resources.files("likeness").joinpath(_CLIP_VOCAB)
+    try:
+        words = json.loads(vocab.read_text(encoding="utf-8"))
+    except (FileNotFoundError, OSError):
+        return frozenset()
+    return frozenset(w[: -len("</w>")] for w in words if w.endswith("</w>"))
+
+
 def check_trigger(token: str) -> str | None:
-    """A one-line reason why `token` makes a poor trigger, or None when it looks fine."""
+    """A one-line reason why `token` makes a poor trigger, or None when it looks fine.
+
+    A token the CLIP tokenizer knows as one whole word (`elena`, `woman`, even the popular
+    `sks` and `ohwx`) arrives with a meaning of its own.
+    """
     if not _TRIGGER.match(token):
         return (
-            f"trigger {token!r} should be 4-32 lowercase letters and digits starting with a letter"
+            f"trigger {token!r} should be 3-32 lowercase letters and digits starting with a letter"
         )
-    if token.isalpha() and re.search(r"[aeiou]", token) and len(token) <= 8:
-        return f"trigger {token!r} looks like an ordinary word or name; {TRIGGER_ADVICE}"
+    if token in _clip_words():
+        return f"trigger {token!r} is a word the text encoder already knows; {TRIGGER_ADVICE}"
     return None
 
 

@@ -32,7 +32,7 @@ def test_init_refuses_an_existing_workspace_and_warns_on_common_triggers(tmp_pat
     result = invoke("init", str(ws_dir), "--name", "Mara", ok=False)
     assert result.exit_code == 2 and "already holds a workspace" in result.stderr
     result = invoke("init", str(tmp_path / "w2"), "--name", "Elena", "--trigger", "elena")
-    assert "ordinary word" in result.stderr
+    assert "already knows" in result.stderr
 
 
 def test_add_json_shape_and_exit_status(ws_dir, faces_dir, tmp_path):
