@@ -36,9 +36,10 @@ from likeness.engines.base import (
 from likeness.engines.comfyui import checks, client
 from likeness.engines.comfyui.errors import ComfyError
 from likeness.engines.comfyui.graph import Graph, GraphOptions, build_graph, model_inputs
-from likeness.engines.comfyui.pngtext import a1111_parameters, add_text_chunks
+from likeness.engines.comfyui.pngtext import add_text_chunks
 from likeness.engines.comfyui.protocol import SystemInfo
 from likeness.engines.comfyui.run import NodeProgress, RetryPolicy, run_prompt
+from likeness.pnginfo import PARAMETERS_KEY, PROVENANCE_KEY, a1111_parameters
 from likeness.recipes import Recipe
 
 if TYPE_CHECKING:
@@ -287,8 +288,8 @@ class ComfyUIEngine:
             png = add_text_chunks(
                 png,
                 {
-                    "parameters": a1111_parameters(provenance),
-                    "likeness": json.dumps(provenance, sort_keys=True),
+                    PARAMETERS_KEY: a1111_parameters(provenance),
+                    PROVENANCE_KEY: json.dumps(provenance, sort_keys=True),
                 },
             )
             out.append(GeneratedImage(png=png, seed=seeds[0], provenance=provenance))
