@@ -116,6 +116,7 @@ class Faults:
     restart_after_success: bool = False  # restart after execution_success, before the end marker
     prompt_response_delay: float = 0.0  # queue the prompt, then answer this late (once)
     fail_class: tuple[str, str, str] | None = None  # (class_type, exception_type, message)
+    ignore_prompt_id: bool = False  # behave like servers that always choose the id
 
 
 class FakeComfyUI:
@@ -278,9 +279,8 @@ class Runtime:
             else:
                 spec[0] = files
         if "LoadImage" in info:
-            names = sorted(
-                f"{sub}/{n}" if sub else n for (k, sub, n) in self.st.files if k == "input"
-            )
+            # Like LoadImage.INPUT_TYPES: only the top level of the input folder is listed.
+            names = sorted(n for (k, sub, n) in self.st.files if k == "input" and not sub)
             info["LoadImage"]["input"]["required"]["image"][0] = names or ["example.png"]
         return info
 
@@ -308,6 +308,10 @@ class Runtime:
     def queue_remaining(self) -> int:
         return len(self.st.queue) + (1 if self.st.running is not None else 0)
 
+    def input_exists(self, name: str) -> bool:
+        sub, _, base = name.rpartition("/")
+        return ("input", sub, base) in self.st.files
+
     async def prompt_get(self, request: Request) -> Response:
         return json_response({"exec_info": {"queue_remaining": self.queue_remaining()}})
 
@@ -325,10 +329,13 @@ class Runtime:
                 error_body("no_prompt", "No prompt provided", "No prompt provided"), 400
             )
         prompt = body["prompt"]
-        ok, error, outputs, node_errors = validate_prompt(prompt, self.current_object_info())
+        ok, error, outputs, node_errors = validate_prompt(
+            prompt, self.current_object_info(), input_exists=self.input_exists
+        )
         if not ok:
             return json_response({"error": error, "node_errors": node_errors}, 400)
-        prompt_id = str(body.get("prompt_id") or uuid.uuid4())
+        chosen = None if self.fake.faults.ignore_prompt_id else body.get("prompt_id")
+        prompt_id = str(chosen or uuid.uuid4())
         number = self.st.number
         self.st.number += 1
         extra_data = dict(body.get("extra_data") or {})
@@ -922,8 +929,12 @@ def combo_options(spec: list[Any]) -> list[Any] | None:
 
 
 def validate_prompt(
-    prompt: dict[str, Any], info: dict[str, Any]
+    prompt: dict[str, Any],
+    info: dict[str, Any],
+    input_exists: Callable[[str], bool] | None = None,
 ) -> tuple[bool, dict[str, Any] | None, list[str], dict[str, Any]]:
+    """``input_exists`` plays LoadImage.VALIDATE_INPUTS: a file in an input subfolder is
+    accepted although the ``image`` list shows only the top level."""
     outputs: list[str] = []
     for nid, node in prompt.items():
         if "class_type" not in node:
@@ -959,7 +970,7 @@ def validate_prompt(
     for out in outputs:
         try:
             valid = (
-                validate_inputs(prompt, out, validated, info)
+                validate_inputs(prompt, out, validated, info, input_exists)
                 if out not in validated
                 else validated[out][0]
             )
@@ -993,7 +1004,11 @@ def validate_prompt(
 
 
 def validate_inputs(
-    prompt: dict[str, Any], nid: str, validated: dict[str, Any], info: dict[str, Any]
+    prompt: dict[str, Any],
+    nid: str,
+    validated: dict[str, Any],
+    info: dict[str, Any],
+    input_exists: Callable[[str], bool] | None = None,
 ) -> bool:
     node = prompt[nid]
     inputs = node["inputs"]
@@ -1027,7 +1042,7 @@ def validate_inputs(
                 continue
             try:
                 if o_id not in validated:
-                    ok = validate_inputs(prompt, o_id, validated, info)
+                    ok = validate_inputs(prompt, o_id, validated, info, input_exists)
                     valid = valid and ok
                 elif not validated[o_id][0]:
                     valid = False
@@ -1070,6 +1085,13 @@ def validate_inputs(
                            "message": f"Value {val} bigger than max of {opts['max']}",
                            "details": name,
                            "extra_info": {"input_name": name, "input_config": spec, "received_value": val}})  # fmt: skip
+            continue
+        if node["class_type"] == "LoadImage" and name == "image" and input_exists is not None:
+            if not input_exists(str(val)):
+                errors.append({"type": "custom_validation_failed",
+                               "message": "Custom validation failed for node",
+                               "details": f"image - Invalid image file: {val}",
+                               "extra_info": {"input_name": name}})  # fmt: skip
             continue
         if options is not None and val not in options:
             if len(options) > 20:

@@ -199,3 +199,22 @@ def test_interrupt_is_reported(http: httpx.Client, fake: FakeComfyUI, recipe: Re
     fake.on_frame = stop
     with pytest.raises(ComfyError, match=r"interrupted on the server at node 6 \(KSampler\)"):
         run_prompt(http, graph_of(recipe.with_overrides({"steps": 10})), prompt_id=str(uuid.uuid4()), policy=FAST)  # fmt: skip
+
+
+def test_server_that_chooses_its_own_prompt_id(http: httpx.Client, fake: FakeComfyUI, recipe: Recipe) -> None:  # fmt: skip
+    fake.faults.ignore_prompt_id = True
+    result = run_prompt(http, graph_of(recipe), prompt_id="mine", policy=FAST)
+    assert result.submitted.prompt_id != "mine"
+    assert result.entry.prompt_id == result.submitted.prompt_id == fake.state.submissions[0]
+
+
+def test_missing_uploaded_image_is_a_readable_line(http: httpx.Client, recipe: Recipe) -> None:
+    client.upload_image(http, b"\x89PNG not really", "a.png", subfolder="likeness")
+    graph = graph_of(recipe)
+    graph["90"] = {"class_type": "LoadImage", "inputs": {"image": "likeness/b.png"}}
+    save = next(n for n in graph.values() if n["class_type"] == "SaveImage")
+    save["inputs"]["images"] = ["90", 0]
+    with pytest.raises(ComfyError) as info:
+        run_prompt(http, graph, policy=FAST)
+    assert len(info.value.lines) == 1
+    assert "node 90 (LoadImage): Custom validation failed for node: image - Invalid image file: likeness/b.png" in info.value.lines[0]  # fmt: skip

@@ -26,7 +26,6 @@ FILE_INPUTS = {
     ("InstantIDModelLoader", "instantid_file"): "models/instantid",
     ("UltralyticsDetectorProvider", "model_name"): "models/ultralytics",
     ("SAMLoader", "model_name"): "models/sams",
-    ("LoadImage", "image"): "input (upload it)",
 }
 # Where the node classes this project uses come from.
 NODE_PACKS = {
@@ -85,6 +84,8 @@ def check_graph(graph: Graph, info: Mapping[str, Any]) -> list[str]:
         for name, value in node["inputs"].items():
             if isinstance(value, list):
                 continue
+            if (cls, name) == ("LoadImage", "image"):
+                continue  # uploads live in input subfolders the list does not show
             allowed = choices(input_spec(info, cls, name))
             if allowed is None or str(value) in allowed:
                 continue

@@ -143,16 +143,13 @@ class ComfyUIEngine:
         if recipe is None:
             return CheckReport(url=self.url, system=system)
         recipe = resolve_seed(recipe)
-        placeholders = [
-            f"reference_{i}.png" for i, _ in enumerate(recipe.identity.references)
-        ]  # LoadImage names are checked after the upload, not here
+        # Uploaded names are only known after the upload; check_graph skips LoadImage names.
+        placeholders = [f"reference_{i}.png" for i, _ in enumerate(recipe.identity.references)]
         draft = build_graph(recipe, references=placeholders, options=self.options)
         info = checks.fetch_object_info(self.http, draft.class_types())
         names = checks.resolve_names(model_inputs(recipe), info)
         graph = build_graph(recipe, references=placeholders, options=self.options, names=names)
-        missing = [
-            line for line in checks.check_graph(graph, info) if "LoadImage.image" not in line
-        ]
+        missing = checks.check_graph(graph, info)
         return CheckReport(
             url=self.url,
             system=system,

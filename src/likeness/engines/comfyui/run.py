@@ -108,6 +108,8 @@ def run_prompt(
     try:
         # 2. Queue it (once, whatever happens to the answer).
         submitted = state.submit()
+        # A server older than client-chosen ids (before 0.3.4x) names the prompt itself.
+        prompt_id = state.prompt_id = submitted.prompt_id
         # 3. Follow the frames to the end marker, recovering from drops.
         while True:
             if time.monotonic() > deadline:
