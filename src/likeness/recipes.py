@@ -306,9 +306,11 @@ def place_trigger(prompt: str, trigger: str, placement: str) -> str:
     if placement == "none" or not trigger:
         return prompt
     pattern = re.compile(r"(?<![\w-])" + re.escape(trigger) + r"(?![\w-])")
-    stripped = pattern.sub("", prompt)
-    phrases = [p.strip() for p in stripped.split(",")]
-    phrases = [re.sub(r"\s+", " ", p) for p in phrases if p]
+    phrases = [re.sub(r"\s+", " ", p.strip()) for p in prompt.split(",")]
+    # The phrase this function inserts is removed whole, so placing twice changes nothing.
+    phrases = [p for p in phrases if p != f"{trigger} portrait"]
+    phrases = [re.sub(r"\s+", " ", pattern.sub("", p)).strip() for p in phrases]
+    phrases = [p for p in phrases if p]
     if placement == "start":
         return ", ".join([trigger, *phrases])
     middle = (len(phrases) + 1) // 2

@@ -1,0 +1,239 @@
+"""`likeness generate`: run a recipe on an engine and store every image with its provenance.
+
+The run is a job (kind ``generate``): interrupted and started again with the same arguments,
+it goes on from the last stored image with the same seeds. Each image enters the workspace as
+origin ``synthetic``; its provenance (recipe, seed, model/LoRA sha256s, engine, timings) is in
+the database (``generations`` table) and inside the PNG (A1111 ``parameters`` + ``likeness``).
+
+``--json`` shape::
+
+    {"job": 3, "resumed": false, "engine": "diffusers", "recipe_hash": "...", "seed": 1234,
+     "n": 4, "images": [{"seed": 1234, "sha256": "...", "status": "stored", "reason": null,
+     "total_s": 8.1}], "scores": [ImageScore dicts] | null, "score_error": null}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from likeness.cli.common import JSON_HELP, err, fail, open_workspace, out, print_json, progress_bar
+from likeness.cli.recipe import SET_HELP, load_recipe
+from likeness.engines import (
+    ENGINE_NAMES,
+    EngineCannotHonour,
+    ProgressUpdate,
+    get_engine,
+    resolve_seed,
+)
+from likeness.engines.base import MAX_SEED
+from likeness.engines.records import record_generation
+from likeness.jobs import job_key, start_job
+from likeness.recipes import Recipe, RecipeError
+
+
+def generate(
+    ctx: typer.Context,
+    recipe: Annotated[
+        Path | None, typer.Option("--recipe", "-r", help="Recipe TOML file (defaults if left out).")
+    ] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help=SET_HELP)] = None,
+    n: Annotated[int, typer.Option("-n", min=1, help="How many images.")] = 1,
+    engine: Annotated[
+        str | None,
+        typer.Option(help=f"Engine: {', '.join(ENGINE_NAMES)} (default: the recipe's)."),
+    ] = None,
+    comfy_url: Annotated[
+        str | None, typer.Option("--comfy-url", help="ComfyUI server URL (engine comfyui).")
+    ] = None,
+    allow_pickle: Annotated[
+        bool,
+        typer.Option("--allow-pickle", help="Accept pickle model files (.ckpt .pt .bin)."),
+    ] = False,
+    device: Annotated[
+        str | None, typer.Option(help="diffusers: cuda, mps or cpu (default: best).")
+    ] = None,
+    dtype: Annotated[
+        str | None, typer.Option(help="diffusers: bf16, fp16 or fp32 (default: by device).")
+    ] = None,
+    score: Annotated[
+        bool,
+        typer.Option("--score/--no-score", help="Score new images against the source photos."),
+    ] = True,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+) -> None:
+    """Generate images from a recipe and store them, with provenance, as synthetic images.
+
+    The engine checks the whole recipe before any work and names the field it cannot honour.
+    Image i gets seed `seed + i` (a random base seed when the recipe's seed is -1).
+
+    Example: likeness generate --recipe elena.toml --set cfg=4.5 -n 8
+    """
+    # 1. Recipe and engine; refuse before any work.
+    try:
+        loaded = load_recipe(recipe, set_)
+        if engine is not None:
+            loaded = loaded.with_overrides({"engine": engine})
+    except RecipeError as exc:
+        fail(str(exc))
+    options: dict[str, Any] = {}
+    if loaded.engine == "diffusers":
+        options = {"device": device, "dtype": dtype}
+    try:
+        runner = get_engine(
+            loaded.engine, comfy_url=comfy_url, allow_pickle=allow_pickle, **options
+        )
+        runner.check(loaded)
+    except (EngineCannotHonour, ValueError) as exc:
+        fail(str(exc))
+    except Exception as exc:  # a server that cannot be reached, a missing extra
+        fail(f"{loaded.engine}: {type(exc).__name__}: {exc}")
+    with open_workspace(ctx) as ws:
+        # 2. The job: same recipe and n resume the unfinished run with its seeds.
+        job = start_job(
+            ws.db,
+            "generate",
+            job_key("generate", loaded.recipe_hash(), n),
+            total=n,
+            params={"recipe": loaded.to_dict(), "n": n, "engine": loaded.engine},
+        )
+        seeded = _job_seed(ws.db, job.id, loaded)
+        if job.resumed:
+            err.print(f"resuming job {job.id} ({job.done}/{n} images stored before)")
+        # 3. Generate, store, record.
+        from likeness.curate.ingest import Ingester
+
+        ingester = Ingester(ws, origin="synthetic")
+        rows: list[dict[str, Any]] = []
+        try:
+            with progress_bar() as bar:
+                images_task = bar.add_task("images", total=n, completed=job.done)
+                step_task = bar.add_task("steps", total=1)
+
+                def on_progress(update: ProgressUpdate) -> None:
+                    bar.update(
+                        step_task,
+                        description=update.stage,
+                        completed=update.step,
+                        total=max(update.steps, 1),
+                    )
+
+                for start in range(job.done, n, seeded.batch):
+                    count = min(seeded.batch, n - start)
+                    chunk = seeded.with_overrides({"seed": (seeded.seed + start) % (MAX_SEED + 1)})
+                    for image in runner.generate(chunk, count, progress=on_progress):
+                        rows.append(_store(ingester, ws.db, image, job.id, seeded))
+                        bar.advance(images_task)
+                    job.set_progress(start + count)
+        except KeyboardInterrupt:
+            err.print(f"interrupted: run the same command again to resume job {job.id}")
+            raise typer.Exit(130) from None
+        except Exception as exc:
+            message = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            job.fail(message)
+            fail(message)
+        stored = sum(r["status"] in ("stored", "near_duplicate") for r in rows)
+        job.finish(message=f"{stored} images stored")
+        # 4. Score right away, when the workspace has source photos to compare with.
+        scores, score_error = (None, None)
+        if score and rows:
+            scores, score_error = _score(ws, [r["sha256"] for r in rows if r["sha256"]])
+    result = {
+        "job": job.id,
+        "resumed": job.resumed,
+        "engine": seeded.engine,
+        "recipe_hash": loaded.recipe_hash(),
+        "seed": seeded.seed,
+        "n": n,
+        "images": rows,
+        "scores": scores,
+        "score_error": score_error,
+    }
+    if as_json:
+        print_json(result)
+    else:
+        _print_summary(result)
+
+
+def _job_seed(conn: Any, job_id: int, recipe: Recipe) -> Recipe:
+    """The recipe with the job's base seed: chosen once per job, kept across resumes."""
+    row = conn.execute("SELECT params FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    params = json.loads(row[0]) if row else {}
+    if params.get("base_seed") is not None:
+        return recipe.with_overrides({"seed": params["base_seed"]})
+    seeded = resolve_seed(recipe)
+    params["base_seed"] = seeded.seed
+    from likeness.store.db import transaction
+
+    with transaction(conn):
+        conn.execute(
+            "UPDATE jobs SET params = ? WHERE id = ?", (json.dumps(params, sort_keys=True), job_id)
+        )
+    return seeded
+
+
+def _store(ingester: Any, conn: Any, image: Any, job_id: int, recipe: Recipe) -> dict[str, Any]:
+    provenance = dict(image.provenance)
+    result = ingester.ingest_bytes(
+        image.png,
+        name=f"gen-{recipe.recipe_hash()[:8]}-{image.seed}.png",
+        on_stored=lambda sha: record_generation(conn, sha, provenance, job_id),
+    )
+    return {
+        "seed": image.seed,
+        "sha256": result.sha256,
+        "status": result.status,
+        "reason": result.reason,
+        "total_s": provenance.get("timings", {}).get("total_s"),
+    }
+
+
+def _score(ws: Any, shas: list[str]) -> tuple[list[dict[str, Any]] | None, str | None]:
+    """Score new images against the workspace's source photos; (scores, reason not scored)."""
+    from likeness.store.images import list_images
+
+    references = [ws.blobs.path(r.sha256) for r in list_images(ws.db, origins=["source"])]
+    if not references:
+        return None, "no source photos in the workspace to compare with"
+    try:
+        from likeness.metrics import score_images
+
+        run = score_images([ws.blobs.path(s) for s in shas], references, conn=ws.db)
+    except Exception as exc:  # missing optional models must not lose the stored images
+        return None, f"{type(exc).__name__}: {exc}".splitlines()[0]
+    return [_plain(s) for s in run.scores], None
+
+
+def _plain(score: Any) -> dict[str, Any]:
+    if dataclasses.is_dataclass(score):
+        return dataclasses.asdict(score)
+    return dict(score)
+
+
+def _print_summary(result: dict[str, Any]) -> None:
+    table = Table(title=f"job {result['job']}: {result['engine']}, base seed {result['seed']}")
+    table.add_column("seed", justify="right")
+    table.add_column("image")
+    table.add_column("status")
+    table.add_column("seconds", justify="right")
+    for row in result["images"]:
+        table.add_row(
+            str(row["seed"]),
+            (row["sha256"] or "")[:12],
+            row["status"] + (f" ({row['reason']})" if row["reason"] else ""),
+            "" if row["total_s"] is None else f"{row['total_s']:.1f}",
+        )
+    out.print(table)
+    if result["scores"]:
+        matches = [s.get("match") for s in result["scores"] if s.get("match") is not None]
+        if matches:
+            out.print(
+                f"identity match: best {max(matches)}, median {sorted(matches)[len(matches) // 2]}"
+            )
+    elif result["score_error"]:
+        err.print(f"not scored: {result['score_error']}", highlight=False)

@@ -1,0 +1,63 @@
+"""Generation provenance in the workspace database (tables of migration 0002).
+
+``record_generation`` runs inside the ingest transaction (``Ingester.ingest_bytes(...,
+on_stored=...)``) so an image and its provenance are stored together or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Mapping
+from typing import Any
+
+from likeness.store.db import utc_now
+
+
+def record_generation(
+    conn: sqlite3.Connection, image_sha: str, provenance: Mapping[str, Any], job_id: int | None
+) -> None:
+    """Insert the provenance of one stored image (no transaction of its own)."""
+    engine = provenance["engine"]
+    model = provenance.get("model") or {}
+    conn.execute(
+        "INSERT OR REPLACE INTO generations (image_sha, job_id, engine, engine_version, "
+        "recipe_hash, seed, model, model_sha256, prompt, provenance, created_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            image_sha,
+            job_id,
+            engine["name"],
+            str(engine["version"]),
+            provenance["recipe_hash"],
+            str(provenance["seed"]),
+            model.get("path") or model.get("name") or "",
+            model.get("sha256"),
+            provenance.get("prompt", ""),
+            json.dumps(provenance, sort_keys=True),
+            utc_now(),
+        ),
+    )
+    conn.execute("DELETE FROM generation_loras WHERE image_sha = ?", (image_sha,))
+    for position, lora in enumerate(provenance.get("loras") or []):
+        conn.execute(
+            "INSERT INTO generation_loras (image_sha, position, path, sha256, strength) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (image_sha, position, lora["path"], lora.get("sha256"), float(lora["strength"])),
+        )
+
+
+def get_generation(conn: sqlite3.Connection, image_sha: str) -> dict[str, Any] | None:
+    """The provenance dict stored for ``image_sha``, or None for a non-generated image."""
+    row = conn.execute(
+        "SELECT provenance FROM generations WHERE image_sha = ?", (image_sha,)
+    ).fetchone()
+    return json.loads(row[0]) if row else None
+
+
+def generations_of_job(conn: sqlite3.Connection, job_id: int) -> list[str]:
+    """Image hashes made by one generate job, in seed order."""
+    rows = conn.execute(
+        "SELECT image_sha, seed FROM generations WHERE job_id = ?", (job_id,)
+    ).fetchall()
+    return [r[0] for r in sorted(rows, key=lambda r: int(r[1]))]
