@@ -114,6 +114,7 @@ class Faults:
     restart_keep_history: bool = True
     restart_downtime: float = 0.2
     restart_after_success: bool = False  # restart after execution_success, before the end marker
+    drop_sockets_at_step: int | None = None  # close every WebSocket; the server keeps running
     prompt_response_delay: float = 0.0  # queue the prompt, then answer this late (once)
     fail_class: tuple[str, str, str] | None = None  # (class_type, exception_type, message)
     ignore_prompt_id: bool = False  # behave like servers that always choose the id
@@ -502,6 +503,11 @@ class Runtime:
             with contextlib.suppress(Exception):
                 await w.send_bytes(payload)
 
+    async def close_sockets(self) -> None:
+        for w in [w for ws in self.sockets.values() for w in ws]:
+            with contextlib.suppress(Exception):
+                await w.close(code=1011)
+
     async def broadcast_status(self) -> None:
         await self.send(
             None, "status", {"status": {"exec_info": {"queue_remaining": self.queue_remaining()}}}
@@ -810,6 +816,9 @@ class Execution:
             if self.fake.send_previews:
                 await self.rt.send_bytes(self.client_id, PREVIEW_FRAME)
             f = self.fake.faults
+            if not self.first_sampler_done and f.drop_sockets_at_step == step:
+                f.drop_sockets_at_step = None
+                await self.rt.close_sockets()
             if not self.first_sampler_done and f.restart_at_step == step:
                 f.restart_at_step = None
                 await self.restart_now()

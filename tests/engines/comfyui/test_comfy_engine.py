@@ -135,3 +135,25 @@ def test_release_frees_server_memory(fake: FakeComfyUI) -> None:
     assert fake.state.free_requests == [{"unload_models": True, "free_memory": True}]
     report = eng.report()
     assert report.to_dict()["ok"] and report.system.devices[0].name == "cpu"
+
+
+def test_running_a_job_again_reuses_the_servers_images(fake: FakeComfyUI, recipe: Recipe) -> None:
+    first = engine(fake.url).generate(recipe, 1)
+    again = engine(fake.url).generate(recipe, 1)  # a new process: a new client id
+    assert len(fake.state.submissions) == 1
+    assert again[0].provenance["comfyui"]["reused"] is True
+    assert again[0].image().tobytes() == first[0].image().tobytes()
+    for key in [k for k in fake.state.files if k[0] == "output"]:
+        del fake.state.files[key]  # the server's outputs were cleaned up: run it again
+    third = engine(fake.url).generate(recipe, 1)
+    assert len(fake.state.submissions) == 2 and third[0].provenance["comfyui"]["reused"] is False
+
+
+def test_generate_survives_a_restart(recipe: Recipe) -> None:
+    with FakeComfyUI(step_delay=0.01) as fake:
+        fake.faults.restart_at_step = 2
+        fake.faults.restart_keep_history = False
+        (img,) = engine(fake.url).generate(recipe, 1)
+        assert img.provenance["comfyui"]["resubmits"] == 1
+        assert img.provenance["comfyui"]["reconnects"] == 1
+        assert img.image().size == (64, 96)

@@ -218,3 +218,29 @@ def test_missing_uploaded_image_is_a_readable_line(http: httpx.Client, recipe: R
         run_prompt(http, graph, policy=FAST)
     assert len(info.value.lines) == 1
     assert "node 90 (LoadImage): Custom validation failed for node: image - Invalid image file: likeness/b.png" in info.value.lines[0]  # fmt: skip
+
+
+def test_dropped_socket_resumes_without_resubmitting(recipe: Recipe) -> None:
+    with FakeComfyUI(step_delay=0.01) as fake, httpx.Client(base_url=fake.url, timeout=5) as http:
+        fake.faults.drop_sockets_at_step = 2
+        events: list[NodeProgress] = []
+        result = run_prompt(http, graph_of(recipe), prompt_id="job-6", on_progress=events.append, policy=FAST)  # fmt: skip
+        assert (result.reconnects, result.resubmits, fake.restart_count) == (1, 0, 0)
+        assert fake.state.submissions == ["job-6"] and result.entry.status == "success"
+        assert [e.value for e in events if e.max][-2:] == [1, 2]  # the refiner's frames still came
+
+
+def test_reuse_picks_up_a_finished_or_queued_prompt(http: httpx.Client, fake: FakeComfyUI, recipe: Recipe) -> None:  # fmt: skip
+    graph = graph_of(recipe)
+    first = run_prompt(http, graph, prompt_id="job-7", policy=FAST, reuse=True)
+    again = run_prompt(http, graph, prompt_id="job-7", policy=FAST, reuse=True)
+    assert (first.reused, again.reused) == (False, True)
+    assert again.entry.outputs == first.entry.outputs
+    assert fake.state.submissions == ["job-7"]
+    fake.step_delay = 0.02
+    client.post_prompt(http, graph_of(recipe, seed=5), client_id="someone-else", prompt_id="job-8")
+    followed = run_prompt(
+        http, graph_of(recipe, seed=5), prompt_id="job-8", policy=FAST, reuse=True
+    )
+    assert followed.entry.status == "success" and not followed.reused
+    assert fake.state.submissions == ["job-7", "job-8"]

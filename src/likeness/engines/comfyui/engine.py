@@ -14,6 +14,7 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import uuid
@@ -37,8 +38,8 @@ from likeness.engines.comfyui import checks, client
 from likeness.engines.comfyui.errors import ComfyError
 from likeness.engines.comfyui.graph import Graph, GraphOptions, build_graph, model_inputs
 from likeness.engines.comfyui.pngtext import add_text_chunks
-from likeness.engines.comfyui.protocol import SystemInfo
-from likeness.engines.comfyui.run import NodeProgress, RetryPolicy, run_prompt
+from likeness.engines.comfyui.protocol import ImageRef, SystemInfo
+from likeness.engines.comfyui.run import NodeProgress, RetryPolicy, RunResult, run_prompt
 from likeness.pnginfo import PARAMETERS_KEY, PROVENANCE_KEY, a1111_parameters
 from likeness.recipes import Recipe
 
@@ -60,6 +61,12 @@ _STAGES = {
     "resize": "upscale",
     "save": "save",
 }
+
+
+def graph_prompt_id(api: Mapping[str, Any]) -> str:
+    """A prompt id that is the same for the same graph (a uuid5 of its canonical JSON)."""
+    digest = hashlib.sha256(json.dumps(api, sort_keys=True).encode()).hexdigest()
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"likeness:comfyui:{digest}"))
 
 
 class ServerLacks(EngineCannotHonour):
@@ -225,32 +232,16 @@ class ComfyUIEngine:
     ) -> list[GeneratedImage]:
         started = time.monotonic()
         on_progress = self._progress_adapter(recipe, graph, done, total, progress)
-        result = run_prompt(
-            self.http,
-            graph.api(),
-            client_id=self.client_id,
-            on_progress=on_progress,
-            policy=self.policy,
-            sleep=self.sleep,
-        )
-        ran = time.monotonic()
-        refs = [r for r in result.entry.outputs.get(graph.id("save"), ()) if r.type == "output"]
-        if len(refs) != len(seeds):
-            raise ComfyError(
-                [f"prompt {result.submitted.prompt_id} saved {len(refs)} image(s), "
-                 f"expected {len(seeds)}"]
-            )  # fmt: skip
+        result, refs, pngs, download_s = self._execute(graph, len(seeds), on_progress)
         start, end = (
             result.entry.timestamp("execution_start"),
             result.entry.timestamp("execution_success"),
         )
         out = []
-        for index, ref in enumerate(refs):
-            fetch_started = time.monotonic()
-            png = client.view(self.http, ref)
+        for index, (ref, png) in enumerate(zip(refs, pngs, strict=True)):
             timings = {
-                "run_s": ran - started,
-                "download_s": time.monotonic() - fetch_started,
+                "run_s": time.monotonic() - started - download_s,
+                "download_s": download_s,
                 "total_s": time.monotonic() - started,
             }
             if start is not None and end is not None:
@@ -279,6 +270,7 @@ class ComfyUIEngine:
                         "batch_index": index,
                         "reconnects": result.reconnects,
                         "resubmits": result.resubmits,
+                        "reused": result.reused,
                     }
                 },
             )
@@ -291,6 +283,48 @@ class ComfyUIEngine:
             )
             out.append(GeneratedImage(png=png, seed=seeds[0], provenance=provenance))
         return out
+
+    def _execute(
+        self, graph: Graph, expected: int, on_progress: Callable[[NodeProgress], None] | None
+    ) -> tuple[RunResult, list[ImageRef], list[bytes], float]:
+        """Run ``graph`` and download its images.
+
+        The prompt id is derived from the graph, so running a killed job again finds the
+        server's finished (or still queued) run of it instead of queueing it twice; when the
+        server no longer has that run's files, the graph runs again under a new id, with a
+        new file name prefix (ComfyUI would otherwise answer from its cache with the old files).
+        """
+        api = graph.api()
+        for reuse in (True, False):
+            if not reuse:
+                save = api[graph.id("save")]["inputs"]
+                save["filename_prefix"] = f"{save['filename_prefix']}_{uuid.uuid4().hex[:6]}"
+            result = run_prompt(
+                self.http,
+                api,
+                client_id=self.client_id,
+                prompt_id=graph_prompt_id(api) if reuse else None,
+                on_progress=on_progress,
+                policy=self.policy,
+                reuse=reuse,
+                sleep=self.sleep,
+            )
+            outputs = result.entry.outputs.get(graph.id("save"), ())
+            refs = [r for r in outputs if r.type == "output"]
+            if len(refs) != expected:
+                raise ComfyError(
+                    [f"prompt {result.submitted.prompt_id} saved {len(refs)} image(s), "
+                     f"expected {expected}"]
+                )  # fmt: skip
+            fetch_started = time.monotonic()
+            try:
+                pngs = [client.view(self.http, ref) for ref in refs]
+            except ComfyError:
+                if result.reused:
+                    continue
+                raise
+            return result, refs, pngs, time.monotonic() - fetch_started
+        raise AssertionError("unreachable")
 
     def _progress_adapter(
         self,

@@ -13,6 +13,7 @@ The wire protocol (ComfyUI's ``websockets_api_example.py``): open the WebSocket 
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -60,6 +61,7 @@ class RunResult:
     reconnects: int
     resubmits: int
     wall_s: float
+    reused: bool = False
 
 
 ProgressFn = Callable[[NodeProgress], None]
@@ -90,9 +92,14 @@ def run_prompt(
     extra_pnginfo: Mapping[str, Any] | None = None,
     on_progress: ProgressFn | None = None,
     policy: RetryPolicy = RetryPolicy(),
+    reuse: bool = False,
     sleep: Callable[[float], None] = time.sleep,
 ) -> RunResult:
     """Queue ``graph``, follow it to the end and return its history entry.
+
+    With ``reuse``, a ``prompt_id`` the server already finished is not run again (its history
+    entry is returned, ``reused=True``) and one still queued is followed, not queued twice:
+    with a prompt id derived from the graph, running a killed job again picks up its work.
 
     Raises :class:`ComfyError` with one line per problem when the server refuses the graph,
     a node fails while running, the job is interrupted, or the server stays unreachable.
@@ -106,8 +113,14 @@ def run_prompt(
     # 1. Listen before submitting, so no frame of ours is missed.
     ws = state.reconnect(first=True)
     try:
-        # 2. Queue it (once, whatever happens to the answer).
-        submitted = state.submit()
+        # 2. Queue it (once, whatever happens to the answer), unless the server has it.
+        known = state.known_entry() if reuse else None
+        if known is not None and known.failure_line() is None:
+            return RunResult(Submitted(prompt_id, known.number), known, 0, 0, 0.0, reused=True)
+        if reuse and known is None and state.in_queue():
+            submitted = Submitted(prompt_id, None)
+        else:
+            submitted = state.submit()
         # A server older than client-chosen ids (before 0.3.4x) names the prompt itself.
         prompt_id = state.prompt_id = submitted.prompt_id
         # 3. Follow the frames to the end marker, recovering from drops.
@@ -119,8 +132,9 @@ def run_prompt(
             try:
                 raw = ws.recv(timeout=policy.idle_poll)
             except TimeoutError:
-                if client.history(http, prompt_id) is not None:
-                    break
+                with contextlib.suppress(httpx.TransportError):
+                    if client.history(http, prompt_id) is not None:
+                        break
                 continue
             except _ws_errors():
                 ws = state.recover(ws)
@@ -189,6 +203,20 @@ class _Follow:
             timeout=self.policy.submit_timeout,
             sleep=self.sleep,
         )
+
+    def known_entry(self) -> HistoryEntry | None:
+        """The server's history entry for our prompt id (None when it has none)."""
+        delay = self.policy.backoff
+        for _ in range(self.policy.reconnect_attempts):
+            try:
+                return client.history(self.http, self.prompt_id)
+            except httpx.TransportError:
+                self.sleep(delay)
+                delay = min(delay * 2, self.policy.max_backoff)
+        raise ComfyError([f"ComfyUI at {self.http.base_url} does not answer HTTP"])
+
+    def in_queue(self) -> bool:
+        return self._state_with_retries() == "queue"
 
     def reconnect(self, *, first: bool = False) -> Any:
         url = client.ws_url(self.http, self.client_id)
