@@ -123,7 +123,7 @@ def load_pipeline(
     import diffusers
 
     cls = getattr(diffusers, PIPELINE_CLASSES[source.family])
-    with _quiet_loading():
+    with quiet_loading():
         pipe = _load(cls, source, dtype, config)
     pipe.to(device)
     for component in pipe.components.values():
@@ -151,8 +151,8 @@ def _load(cls: Any, source: ModelSource, dtype: Any, config: str | Path | None) 
 
 
 @contextlib.contextmanager
-def _quiet_loading() -> Iterator[None]:
-    """No per-component progress bars while loading (the CLI draws its own)."""
+def quiet_loading() -> Iterator[None]:
+    """No per-component progress bars while loading or saving (the CLI draws its own)."""
     from diffusers.utils import logging as dlog
     from transformers.utils import logging as tlog
 

@@ -218,7 +218,10 @@ BUILDERS = {"sdxl": tiny_sdxl, "sd15": tiny_sd15, "flux": tiny_flux}
 
 def save_tiny_pipeline(family: str, folder: str | Path, seed: int = 0) -> Path:
     """Build the tiny pipeline of ``family`` and save it as a diffusers folder (safetensors)."""
+    from likeness.engines.diffusers.loading import quiet_loading
+
     folder = Path(folder)
     pipe = BUILDERS[family](seed)
-    pipe.save_pretrained(str(folder), safe_serialization=True)
+    with quiet_loading():
+        pipe.save_pretrained(str(folder), safe_serialization=True)
     return folder
