@@ -130,6 +130,7 @@ class FakeComfyUI:
         models: dict[str, list[str]] | None = None,
         extra_nodes: dict[str, Any] | None = None,
         send_previews: bool = False,
+        websocket: bool = True,
     ) -> None:
         info = json.loads((DATA / "object_info_core.json").read_text())
         info.update(copy.deepcopy(extra_nodes or {}))
@@ -137,6 +138,7 @@ class FakeComfyUI:
         self.faults = Faults()
         self.step_delay = step_delay
         self.send_previews = send_previews
+        self.websocket = websocket  # False: refuse upgrades, like some proxies in front of it
         self.system_stats = json.loads((DATA / "01_system_stats.json").read_text())["response"][
             "body"
         ]
@@ -446,6 +448,9 @@ class Runtime:
 
     # ---- websocket -------------------------------------------------------------------------
     async def ws(self, websocket: WebSocket) -> None:
+        if not self.fake.websocket:
+            await websocket.close(code=1008)  # before accept: the handshake gets HTTP 403
+            return
         await websocket.accept()
         sid = websocket.query_params.get("clientId") or uuid.uuid4().hex
         self.sockets.setdefault(sid, []).append(websocket)

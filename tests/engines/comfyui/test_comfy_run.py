@@ -244,3 +244,15 @@ def test_reuse_picks_up_a_finished_or_queued_prompt(http: httpx.Client, fake: Fa
     )
     assert followed.entry.status == "success" and not followed.reused
     assert fake.state.submissions == ["job-7", "job-8"]
+
+
+def test_without_websocket_the_client_polls_history(recipe: Recipe) -> None:
+    with FakeComfyUI(websocket=False) as fake, httpx.Client(base_url=fake.url) as http:
+        policy = RetryPolicy(**{**FAST.__dict__, "poll_interval": 0.05})
+        result = run_prompt(http, graph_of(recipe), prompt_id="job-9", policy=policy)
+        assert result.entry.status == "success" and fake.state.submissions == ["job-9"]
+        fake.faults.restart_at_step = 2
+        fake.faults.restart_keep_history = False
+        fake.step_delay = 0.01
+        again = run_prompt(http, graph_of(recipe, seed=9), prompt_id="job-10", policy=policy)
+        assert again.resubmits == 1 and fake.state.submissions == ["job-9", "job-10", "job-10"]

@@ -8,7 +8,8 @@ The wire protocol (ComfyUI's ``websockets_api_example.py``): open the WebSocket 
 2. a dropped WebSocket is reopened with backoff; then the prompt is looked up: finished ->
    read the history; still queued -> keep following; forgotten (the server restarted) ->
    submitted again, once;
-3. silence on the socket is covered by polling ``/history`` every ``idle_poll`` seconds.
+3. silence on the socket is covered by polling ``/history`` every ``idle_poll`` seconds, and
+   a server whose WebSocket cannot be reached (a proxy that drops upgrades) is polled instead.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class RetryPolicy:
     max_backoff: float = 10.0
     resubmits: int = 1
     idle_poll: float = 10.0
+    poll_interval: float = 1.0
     timeout: float = 6 * 3600.0
     submit_timeout: float | None = None
 
@@ -109,10 +111,9 @@ def run_prompt(
     started = time.monotonic()
     deadline = started + policy.timeout
     state = _Follow(http, graph, client_id, prompt_id, extra_pnginfo, policy, sleep)
-
-    # 1. Listen before submitting, so no frame of ours is missed.
-    ws = state.reconnect(first=True)
     try:
+        # 1. Listen before submitting, so no frame of ours is missed.
+        state.open_socket()
         # 2. Queue it (once, whatever happens to the answer), unless the server has it.
         known = state.known_entry() if reuse else None
         if known is not None and known.failure_line() is None:
@@ -122,41 +123,14 @@ def run_prompt(
         else:
             submitted = state.submit()
         # A server older than client-chosen ids (before 0.3.4x) names the prompt itself.
-        prompt_id = state.prompt_id = submitted.prompt_id
-        # 3. Follow the frames to the end marker, recovering from drops.
-        while True:
-            if time.monotonic() > deadline:
-                raise ComfyError(
-                    [f"prompt {prompt_id} did not finish within {policy.timeout:.0f} s"]
-                )
-            try:
-                raw = ws.recv(timeout=policy.idle_poll)
-            except TimeoutError:
-                with contextlib.suppress(httpx.TransportError):
-                    if client.history(http, prompt_id) is not None:
-                        break
-                continue
-            except _ws_errors():
-                ws = state.recover(ws)
-                if state.finished:
-                    break
-                continue
-            frame = parse_frame(raw)
-            if frame is None or frame.prompt_id != prompt_id:
-                continue
-            if frame.type == "progress" and on_progress is not None:
-                on_progress(
-                    NodeProgress(prompt_id, str(frame.data.get("node")),
-                                 int(frame.data.get("value", 0)), int(frame.data.get("max", 0)))
-                )  # fmt: skip
-            elif frame.type == "executing":
-                node = frame.data.get("node")
-                if node is None:
-                    break
-                if on_progress is not None:
-                    on_progress(NodeProgress(prompt_id, str(node), 0, 0))
+        state.prompt_id = submitted.prompt_id
+        # 3. Follow it to the end: frames, or /history polls when no WebSocket gets through.
+        if state.ws is not None:
+            state.follow(deadline, on_progress)
+        else:
+            state.poll(deadline)
     finally:
-        ws.close()
+        state.close()
     # 4. Read how it ended.
     entry = state.final_entry()
     failure = entry.failure_line()
@@ -189,6 +163,72 @@ class _Follow:
         self.reconnects = 0
         self.resubmits = 0
         self.finished = False
+        self.ws: Any = None
+
+    def open_socket(self) -> None:
+        """Open the WebSocket; without one (a proxy that drops upgrades) fall back to polling,
+        as long as the server answers HTTP."""
+        try:
+            self.ws = self.reconnect(first=True)
+        except ComfyError as unreachable:
+            try:
+                client.queue(self.http)
+            except (httpx.TransportError, ComfyError):
+                raise unreachable from None
+            self.ws = None
+
+    def close(self) -> None:
+        if self.ws is not None:
+            self.ws.close()
+            self.ws = None
+
+    def follow(self, deadline: float, on_progress: ProgressFn | None) -> None:
+        """Read frames until our end marker, reopening the socket when it drops."""
+        while True:
+            if time.monotonic() > deadline:
+                raise ComfyError(
+                    [f"prompt {self.prompt_id} did not finish within {self.policy.timeout:.0f} s"]
+                )
+            try:
+                raw = self.ws.recv(timeout=self.policy.idle_poll)
+            except TimeoutError:
+                with contextlib.suppress(httpx.TransportError):
+                    if client.history(self.http, self.prompt_id) is not None:
+                        return
+                continue
+            except _ws_errors():
+                self.recover()
+                if self.finished:
+                    return
+                continue
+            frame = parse_frame(raw)
+            if frame is None or frame.prompt_id != self.prompt_id:
+                continue
+            if frame.type == "progress" and on_progress is not None:
+                data = frame.data
+                on_progress(
+                    NodeProgress(self.prompt_id, str(data.get("node")),
+                                 int(data.get("value", 0)), int(data.get("max", 0)))
+                )  # fmt: skip
+            elif frame.type == "executing":
+                node = frame.data.get("node")
+                if node is None:
+                    return
+                if on_progress is not None:
+                    on_progress(NodeProgress(self.prompt_id, str(node), 0, 0))
+
+    def poll(self, deadline: float) -> None:
+        """No WebSocket: ask where the prompt is every ``poll_interval`` seconds."""
+        while time.monotonic() <= deadline:
+            where = self._state_with_retries()
+            if where == "history":
+                return
+            if where is None:
+                self._lost()
+            self.sleep(self.policy.poll_interval)
+        raise ComfyError(
+            [f"prompt {self.prompt_id} did not finish within {self.policy.timeout:.0f} s"]
+        )
 
     def submit(self) -> Submitted:
         return client.submit(
@@ -222,38 +262,46 @@ class _Follow:
         url = client.ws_url(self.http, self.client_id)
         delay = self.policy.backoff
         last: BaseException | None = None
-        for _ in range(self.policy.reconnect_attempts):
+        tries = 0
+        from websockets.exceptions import InvalidHandshake
+
+        while tries < self.policy.reconnect_attempts:
+            tries += 1
             try:
                 return _ws_connect(url, timeout=10.0)
             except _ws_errors() as exc:
                 last = exc
+                if first and isinstance(exc, InvalidHandshake):
+                    break  # the server (or a proxy) answered but refused the upgrade
                 self.sleep(delay)
                 delay = min(delay * 2, self.policy.max_backoff)
         where = str(self.http.base_url)
         what = "reach" if first else "reconnect to"
         raise ComfyError(
-            [f"could not {what} ComfyUI at {where} after {self.policy.reconnect_attempts} "
+            [f"could not {what} ComfyUI at {where} after {tries} "
              f"tries ({type(last).__name__}: {last}); is the server running?"]
         )  # fmt: skip
 
-    def recover(self, old: Any) -> Any:
+    def recover(self) -> None:
         """The socket dropped: reopen it, then find out what became of the prompt."""
-        old.close()
+        self.close()
         self.reconnects += 1
-        ws = self.reconnect()
+        self.ws = self.reconnect()
         where = self._state_with_retries()
         if where == "history":
             self.finished = True
         elif where is None:
-            if self.resubmits >= self.policy.resubmits:
-                ws.close()
-                raise ComfyError(
-                    [f"prompt {self.prompt_id} vanished from the server (restarted?) again "
-                     f"after {self.resubmits} resubmission(s); giving up"]
-                )  # fmt: skip
-            self.resubmits += 1
-            self.submit()
-        return ws
+            self._lost()
+
+    def _lost(self) -> None:
+        """The server forgot the prompt (it restarted): submit it again, once."""
+        if self.resubmits >= self.policy.resubmits:
+            raise ComfyError(
+                [f"prompt {self.prompt_id} vanished from the server (restarted?) again "
+                 f"after {self.resubmits} resubmission(s); giving up"]
+            )  # fmt: skip
+        self.resubmits += 1
+        self.submit()
 
     def _state_with_retries(self) -> str | None:
         delay = self.policy.backoff
