@@ -239,8 +239,9 @@ def test_reuse_picks_up_a_finished_or_queued_prompt(http: httpx.Client, fake: Fa
     assert fake.state.submissions == ["job-7"]
     fake.step_delay = 0.02
     client.post_prompt(http, graph_of(recipe, seed=5), client_id="someone-else", prompt_id="job-8")
+    quick = RetryPolicy(**{**FAST.__dict__, "idle_poll": 0.2})  # its frames go to the other client
     followed = run_prompt(
-        http, graph_of(recipe, seed=5), prompt_id="job-8", policy=FAST, reuse=True
+        http, graph_of(recipe, seed=5), prompt_id="job-8", policy=quick, reuse=True
     )
     assert followed.entry.status == "success" and not followed.reused
     assert fake.state.submissions == ["job-7", "job-8"]
