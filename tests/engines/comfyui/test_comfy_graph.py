@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from fake_server import DATA, custom_nodes, validate_prompt
+from fake_server import DATA, custom_nodes
+from fake_validation import validate_prompt
 
 from likeness.engines.comfyui.checks import (
     check_graph,
