@@ -137,6 +137,7 @@ class FakeComfyUI:
         self.step_delay = step_delay
         self.send_previews = send_previews
         self.websocket = websocket  # False: refuse upgrades, like some proxies in front of it
+        self.ws_headers: list[dict[str, str]] = []  # the headers of each WebSocket handshake
         self.system_stats = json.loads((DATA / "01_system_stats.json").read_text())["response"][
             "body"
         ]
@@ -450,6 +451,7 @@ class Runtime:
             await websocket.close(code=1008)  # before accept: the handshake gets HTTP 403
             return
         await websocket.accept()
+        self.fake.ws_headers.append(dict(websocket.headers))
         sid = websocket.query_params.get("clientId") or uuid.uuid4().hex
         self.sockets.setdefault(sid, []).append(websocket)
         try:

@@ -257,3 +257,9 @@ def test_without_websocket_the_client_polls_history(recipe: Recipe) -> None:
         fake.step_delay = 0.01
         again = run_prompt(http, graph_of(recipe, seed=9), prompt_id="job-10", policy=policy)
         assert again.resubmits == 1 and fake.state.submissions == ["job-9", "job-10", "job-10"]
+
+
+def test_credentials_go_to_the_websocket_too(fake: FakeComfyUI, recipe: Recipe) -> None:
+    with httpx.Client(base_url=fake.url, headers={"Authorization": "Bearer t0k"}) as http:
+        run_prompt(http, graph_of(recipe), policy=FAST)
+    assert fake.ws_headers[0]["authorization"] == "Bearer t0k"

@@ -189,12 +189,16 @@ def post_prompt(
 
 
 def prompt_state(http: httpx.Client, prompt_id: str) -> str | None:
-    """Where the server has ``prompt_id``: "history", "queue", or None when it has never
-    heard of it (or forgot it in a restart)."""
-    if history(http, prompt_id) is not None:
-        return "history"
+    """Where the server has ``prompt_id``: "queue", "history", or None when it has never
+    heard of it (or forgot it in a restart).
+
+    The queue is asked first: ComfyUI moves a finished prompt from the queue to the history in
+    one step, so asking in this order never misses a prompt that finishes in between.
+    """
     if prompt_id in queue(http):
         return "queue"
+    if history(http, prompt_id) is not None:
+        return "history"
     return None
 
 

@@ -69,10 +69,12 @@ class RunResult:
 ProgressFn = Callable[[NodeProgress], None]
 
 
-def _ws_connect(url: str, timeout: float) -> Any:
+def _ws_connect(url: str, timeout: float, headers: Mapping[str, str] | None = None) -> Any:
     from websockets.sync.client import connect
 
     kwargs: dict[str, Any] = {"open_timeout": timeout, "max_size": 2**26, "compression": None}
+    if headers:
+        kwargs["additional_headers"] = dict(headers)
     try:  # websockets >= 17 asks callers that keep the socket to say so
         return connect(url, legacy=True, **kwargs)
     except TypeError:
@@ -268,7 +270,7 @@ class _Follow:
         while tries < self.policy.reconnect_attempts:
             tries += 1
             try:
-                return _ws_connect(url, timeout=10.0)
+                return _ws_connect(url, timeout=10.0, headers=self.auth_headers())
             except _ws_errors() as exc:
                 last = exc
                 if first and isinstance(exc, InvalidHandshake):
@@ -281,6 +283,12 @@ class _Follow:
             [f"could not {what} ComfyUI at {where} after {tries} "
              f"tries ({type(last).__name__}: {last}); is the server running?"]
         )  # fmt: skip
+
+    def auth_headers(self) -> dict[str, str]:
+        """The credentials the HTTP client sends (a token for a proxy in front of ComfyUI)."""
+        return {
+            k: v for k, v in self.http.headers.items() if k.lower() in ("authorization", "cookie")
+        }
 
     def recover(self) -> None:
         """The socket dropped: reopen it, then find out what became of the prompt."""
