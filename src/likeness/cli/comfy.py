@@ -35,7 +35,9 @@ from likeness.engines.comfyui.errors import ComfyError
 from likeness.engines.comfyui.graph import GraphOptions, build_graph
 from likeness.recipes import Recipe, RecipeError
 
-app = typer.Typer(help="Talk to a ComfyUI server: check what it has, free its memory.")
+app = typer.Typer(
+    help="Talk to a ComfyUI server: check what it has, free its memory.", no_args_is_help=True
+)
 
 URL = Annotated[str, typer.Argument(help="The ComfyUI server, e.g. http://127.0.0.1:8188.")]
 GIB = 1024**3

@@ -8,7 +8,8 @@ The passes, in order (each optional one only when the recipe asks for it)::
 
     checkpoint -> lora_0..N -> positive/negative -> latent -> sampler
       -> refiner (KSampler on the latent at refiner.denoise)
-      -> identity (cubiq InstantID on the base model, KSampler on the latent)
+      -> identity (cubiq InstantID on the base model; KSampler on the latent at
+         GraphOptions.identity_denoise for refiner.steps steps)
       -> decode (VAEDecode)
       -> detailer (Impact Pack FaceDetailer: face box detector [+ SAM], re-sampled crop)
       -> upscale (UpscaleModelLoader + ImageUpscaleWithModel, then ImageScale to the exact

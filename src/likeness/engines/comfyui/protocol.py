@@ -6,6 +6,7 @@ that adds fields still works; a missing field the client needs raises ``ComfyErr
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -232,8 +233,6 @@ class Frame:
 
 def parse_frame(text: str | bytes) -> Frame | None:
     """A text frame as a :class:`Frame`; binary frames (previews) and junk give None."""
-    import json
-
     if isinstance(text, bytes):
         return None
     try:
