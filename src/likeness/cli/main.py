@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from likeness import __version__
-from likeness.cli import add, dataset, demo, init, jobs
+from likeness.cli import add, comfy, dataset, demo, init, jobs
 
 app = typer.Typer(
     name="likeness",
@@ -51,6 +51,7 @@ app.command("dedup")(add.dedup)
 app.command("jobs")(jobs.jobs)
 app.command("demo")(demo.demo)
 app.add_typer(dataset.app, name="dataset")
+app.add_typer(comfy.app, name="comfy")
 
 
 def main() -> None:
