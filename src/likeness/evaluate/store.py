@@ -302,3 +302,93 @@ def add_attempt(conn: sqlite3.Connection, card_id: int, attempt: AttemptRow) -> 
                 utc_now(),
             ),
         )
+
+
+# -- loop turns -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TurnRow:
+    id: int
+    recipe: dict[str, Any]
+    recipe_hash: str
+    n: int
+    first_seed: int
+    state: str
+    created_at: str
+    queued_at: str | None
+
+
+@dataclass(frozen=True)
+class CandidateRow:
+    position: int
+    cell_key: str
+    outcome: str | None
+    reason: str | None
+
+
+def _turn(row: sqlite3.Row) -> TurnRow:
+    return TurnRow(
+        id=row["id"],
+        recipe=json.loads(row["recipe"]),
+        recipe_hash=row["recipe_hash"],
+        n=row["n"],
+        first_seed=row["first_seed"],
+        state=row["state"],
+        created_at=row["created_at"],
+        queued_at=row["queued_at"],
+    )
+
+
+def latest_turn(conn: sqlite3.Connection) -> TurnRow | None:
+    row = conn.execute("SELECT * FROM loop_turns ORDER BY id DESC LIMIT 1").fetchone()
+    return _turn(row) if row else None
+
+
+def get_turn(conn: sqlite3.Connection, turn_id: int) -> TurnRow | None:
+    row = conn.execute("SELECT * FROM loop_turns WHERE id = ?", (turn_id,)).fetchone()
+    return _turn(row) if row else None
+
+
+def loop_images_made(conn: sqlite3.Connection) -> int:
+    """How many candidates every turn so far asked for (the next turn's seeds start after)."""
+    return conn.execute("SELECT COALESCE(SUM(n), 0) FROM loop_turns").fetchone()[0]
+
+
+def create_turn(
+    conn: sqlite3.Connection, recipe: dict[str, Any], recipe_hash: str, n: int, first_seed: int
+) -> TurnRow:
+    with transaction(conn):
+        cur = conn.execute(
+            "INSERT INTO loop_turns (recipe, recipe_hash, n, first_seed, state, created_at) "
+            "VALUES (?, ?, ?, ?, 'generating', ?)",
+            (json.dumps(recipe, sort_keys=True), recipe_hash, n, first_seed, utc_now()),
+        )
+        row = conn.execute("SELECT * FROM loop_turns WHERE id = ?", (cur.lastrowid,)).fetchone()
+    return _turn(row)
+
+
+def mark_turn_queued(conn: sqlite3.Connection, turn_id: int) -> None:
+    with transaction(conn):
+        conn.execute(
+            "UPDATE loop_turns SET state = 'queued', queued_at = ? WHERE id = ?",
+            (utc_now(), turn_id),
+        )
+
+
+def turn_candidates(conn: sqlite3.Connection, turn_id: int) -> list[CandidateRow]:
+    rows = conn.execute(
+        "SELECT * FROM loop_candidates WHERE turn_id = ? ORDER BY position", (turn_id,)
+    ).fetchall()
+    return [CandidateRow(r["position"], r["cell_key"], r["outcome"], r["reason"]) for r in rows]
+
+
+def set_candidate(
+    conn: sqlite3.Connection,
+    turn_id: int,
+    candidate: CandidateRow,
+) -> None:
+    """Record a candidate's outcome (no transaction of its own: call it inside one)."""
+    conn.execute(
+        "INSERT OR REPLACE INTO loop_candidates (turn_id, position, cell_key, outcome, reason) "
+        "VALUES (?, ?, ?, ?, ?)",
+        (turn_id, candidate.position, candidate.cell_key, candidate.outcome, candidate.reason),
+    )
