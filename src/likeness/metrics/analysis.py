@@ -1,0 +1,169 @@
+"""One image's measurements that do not depend on the reference set: the unit that is cached
+(by image sha256 + `ANALYZER_NAME` + `Instruments.version`) and computed in parallel.
+
+Identity match and the plastic index need the references, so they are derived later from
+this record (cheaply) by `likeness.metrics.scoring`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from likeness.faces import DlibAnalyzer, Face, FaceAnalyzer, face_flags, select_subject
+from likeness.metrics import quality
+from likeness.metrics.body import BodyPose, PoseBackend, body_pose, default_pose_backend
+from likeness.metrics.expression import Expression, ExpressionClassifier
+
+ANALYZER_NAME = "likeness.image"
+ANALYSIS_VERSION = "1"
+
+
+@dataclass
+class Instruments:
+    """The models an analysis runs; picklable (each process loads its own copies).
+
+    Args:
+        faces (`FaceAnalyzer`, defaults to `DlibAnalyzer()`): the face backend.
+        expression (`ExpressionClassifier`, *optional*): None skips expression.
+        pose (`PoseBackend`, *optional*): body-pose backend; the default is MediaPipe when
+            installed. None gives `not_available`.
+        brisque (`bool`, defaults to False): also compute BRISQUE (about 0.1 s per image).
+    """
+
+    faces: FaceAnalyzer = field(default_factory=DlibAnalyzer)
+    expression: ExpressionClassifier | None = field(default_factory=ExpressionClassifier)
+    pose: PoseBackend | None = field(default_factory=default_pose_backend)
+    brisque: bool = False
+
+    @property
+    def version(self) -> str:
+        parts = [
+            ANALYSIS_VERSION,
+            f"{self.faces.name}={self.faces.version}",
+            f"expr={self.expression.version if self.expression else 'off'}",
+            f"pose={self.pose.name + ':' + self.pose.version if self.pose else 'off'}",
+            f"brisque={int(self.brisque)}",
+        ]
+        return ";".join(parts)
+
+
+@dataclass(frozen=True)
+class ImageAnalysis:
+    """Faces, subject, flags, expression, body pose and raw quality of one image."""
+
+    sha256: str
+    width: int
+    height: int
+    faces: tuple[Face, ...]
+    subject: int | None
+    flags: tuple[str, ...]
+    expression: Expression | None
+    body: BodyPose
+    quality: quality.QualityRaw
+    phash: str
+
+    @property
+    def face(self) -> Face | None:
+        return self.faces[self.subject] if self.subject is not None else None
+
+    def to_dict(self) -> dict[str, Any]:
+        expr = self.expression
+        return {
+            "sha256": self.sha256,
+            "width": self.width,
+            "height": self.height,
+            "faces": [f.to_dict() for f in self.faces],
+            "subject": self.subject,
+            "flags": list(self.flags),
+            "expression": None
+            if expr is None
+            else {
+                "label": expr.label,
+                "probability": expr.probability,
+                "probabilities": expr.probabilities,
+                "refined": expr.refined,
+            },
+            "body": {
+                "label": self.body.label,
+                "keypoints": [list(k) for k in self.body.keypoints],
+                "reason": self.body.reason,
+            },
+            "quality": dict(self.quality.__dict__),
+            "phash": self.phash,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ImageAnalysis:
+        expr = data["expression"]
+        body = data["body"]
+        return cls(
+            sha256=data["sha256"],
+            width=int(data["width"]),
+            height=int(data["height"]),
+            faces=tuple(Face.from_dict(f) for f in data["faces"]),
+            subject=data["subject"],
+            flags=tuple(data["flags"]),
+            expression=None
+            if expr is None
+            else Expression(
+                expr["label"], expr["probability"], dict(expr["probabilities"]), expr["refined"]
+            ),
+            body=BodyPose(
+                body["label"], tuple(tuple(k) for k in body["keypoints"]), body["reason"]
+            ),
+            quality=quality.QualityRaw(**data["quality"]),
+            phash=data["phash"],
+        )
+
+
+def analyze_image(rgb: np.ndarray, instruments: Instruments, sha256: str = "") -> ImageAnalysis:
+    """Every reference-independent measurement of one HxWx3 uint8 RGB image.
+
+    Example:
+        >>> analysis = analyze_image(np.asarray(load_rgb("a.jpg")), Instruments())  # doctest: +SKIP
+    """
+    import imagehash
+    from PIL import Image
+
+    height, width = rgb.shape[:2]
+    # 1. Faces and the subject.
+    faces = tuple(instruments.faces.analyze(rgb))
+    subject = select_subject(faces, width, height)
+    flags = face_flags(faces, subject, width, height)
+    face = faces[subject] if subject is not None else None
+    # 2. Expression of the subject.
+    grey = quality.grey(rgb).astype(np.uint8)
+    expression = None
+    if face is not None and instruments.expression is not None:
+        expression = instruments.expression.classify(grey, face)
+    # 3. Body pose.
+    body = body_pose(rgb, instruments.pose)
+    # 4. Quality.
+    box = face.box if face is not None else None
+    raw = quality.QualityRaw(
+        sharpness=round(quality.sharpness(rgb, box), 3),
+        grain=round(quality.grain(rgb), 4),
+        skin_texture=round(quality.skin_texture(rgb, face.points), 4)
+        if face is not None and len(face.landmarks) == 68
+        else None,
+        clipping=round(quality.clipping(rgb, box), 4),
+        face_px=round(face.box.width, 1) if face is not None else None,
+        brisque=round(quality.brisque(rgb), 3) if instruments.brisque else None,
+    )
+    thumb = Image.fromarray(rgb)
+    thumb.thumbnail((512, 512))
+    return ImageAnalysis(
+        sha256=sha256,
+        width=width,
+        height=height,
+        faces=faces,
+        subject=subject,
+        flags=flags,
+        expression=expression,
+        body=body,
+        quality=raw,
+        phash=str(imagehash.phash(thumb)),
+    )

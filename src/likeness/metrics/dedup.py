@@ -1,0 +1,58 @@
+"""Same-face near duplicates: the same person in the same shot (re-saved, resized, lightly
+edited, re-generated with one seed), as opposed to different photos of one person.
+
+Two images are grouped when *both* hold:
+- their subject faces' embeddings are within `max_face_distance` (0.15; re-encoding and
+  resizing move a dlib descriptor by up to ~0.07, while two different photos of one person
+  are 0.21 or more apart), and
+- their perceptual hashes (pHash, 64 bits) differ in at most `max_phash_bits` (12) bits.
+
+The face test keeps two different people in similar shots apart (e.g. one pose template
+rendered for two characters); the pixel test keeps two different photos of one person apart.
+Groups are the connected components of that relation (union-find), largest first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class FaceItem:
+    key: str
+    embedding: np.ndarray | None
+    phash: str
+    """pHash as 16 hex digits (imagehash's str form)."""
+
+
+def phash_distance(a: str, b: str) -> int:
+    return (int(a, 16) ^ int(b, 16)).bit_count()
+
+
+def same_face_groups(
+    items: Sequence[FaceItem], max_face_distance: float = 0.15, max_phash_bits: int = 12
+) -> list[list[str]]:
+    """Groups (lists of keys, each of two or more) of same-face near-identical images."""
+    with_face = [i for i in items if i.embedding is not None]
+    parent = list(range(len(with_face)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    if with_face:
+        emb = np.asarray([np.asarray(i.embedding, dtype=np.float64) for i in with_face])
+        dist = np.linalg.norm(emb[:, None] - emb[None], axis=-1)
+        for a, b in zip(*np.nonzero(np.triu(dist <= max_face_distance, 1)), strict=True):
+            if phash_distance(with_face[a].phash, with_face[b].phash) <= max_phash_bits:
+                parent[root(int(a))] = root(int(b))
+    groups: dict[int, list[str]] = {}
+    for index, item in enumerate(with_face):
+        groups.setdefault(root(index), []).append(item.key)
+    found = [g for g in groups.values() if len(g) > 1]
+    return sorted(found, key=lambda g: (-len(g), g[0]))

@@ -1,0 +1,387 @@
+"""Scoring images against a reference set: the library behind `likeness score`.
+
+1. Hash every input (sha256 of the file bytes).
+2. Look the analyses up in the workspace cache (when a connection is given).
+3. Analyse the rest in parallel, one process per core, storing each result as it arrives.
+4. Calibrate identity on the references (leave-one-out) and take their skin texture.
+5. Score each image: match, angle, plastic index, quality flags, verdict.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import hashlib
+import math
+import multiprocessing
+import os
+import pickle
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from likeness.metrics.analysis import ANALYZER_NAME, ImageAnalysis, Instruments, analyze_image
+from likeness.metrics.angle import yaw_bucket
+from likeness.metrics.identity import IdentityCalibration, calibrate, identify
+from likeness.metrics.quality import DEFAULT_SKIN_TEXTURE, plastic_index
+
+Progress = Callable[[int, int], None]
+"""Called as progress(done, total) after each image."""
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Where a quality number becomes a flag (see docs/metrics.md)."""
+
+    min_sharpness: float = 40.0
+    max_grain: float = 3.0
+    max_plastic: float = 1.5
+    max_clipping: float = 5.0
+    max_brisque: float = 60.0
+
+
+@dataclass(frozen=True)
+class ImageScore:
+    """One scored image. `passed` is the identity verdict: a subject face whose distance to the
+    nearest reference is within the backend's same-person threshold. Flags are advisory."""
+
+    path: str
+    sha256: str
+    faces: int
+    match: float | None
+    distance: float | None
+    centroid_distance: float | None
+    yaw: float | None
+    pitch: float | None
+    roll: float | None
+    angle: str | None
+    expression: str | None
+    expression_probability: float | None
+    body_pose: str
+    sharpness: float | None
+    grain: float | None
+    plastic: float | None
+    skin_texture: float | None
+    clipping: float | None
+    face_px: float | None
+    brisque: float | None
+    flags: tuple[str, ...]
+    passed: bool
+    is_reference: bool = False
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The stable `--json` shape (docs/metrics.md): `pass` rather than `passed`."""
+        data = dict(self.__dict__)
+        data["flags"] = list(self.flags)
+        data["pass"] = data.pop("passed")
+        return {k: _clean(v) for k, v in data.items()}
+
+
+@dataclass(frozen=True)
+class ReferenceSet:
+    """The references as analysed, with the identity calibration derived from them."""
+
+    scores: tuple[ImageScore, ...]
+    calibration: IdentityCalibration | None
+    skin_texture: float
+    skipped: tuple[str, ...] = ()
+    """Reference paths without a usable face (they take no part in the calibration)."""
+
+
+@dataclass(frozen=True)
+class ScoreRun:
+    references: ReferenceSet
+    scores: tuple[ImageScore, ...]
+    analyzed: int
+    """How many images were computed (not found in the cache)."""
+    cached: int
+    analyses: dict[str, ImageAnalysis] = field(default_factory=dict)
+    """sha256 -> full analysis (every face, landmarks, embeddings) of each readable input."""
+
+
+@dataclass
+class _Input:
+    path: Path
+    sha256: str = ""
+    error: str | None = None
+    analysis: ImageAnalysis | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def score_images(
+    paths: Sequence[Path | str],
+    references: Sequence[Path | str],
+    *,
+    instruments: Instruments | None = None,
+    conn: sqlite3.Connection | None = None,
+    workers: int | None = None,
+    thresholds: Thresholds | None = None,
+    progress: Progress | None = None,
+) -> ScoreRun:
+    """Score `paths` against the faces in `references`.
+
+    Args:
+        paths: image files to score.
+        references: the character's reference photos (e.g. its source images).
+        instruments (`Instruments`, *optional*): the models; default dlib + fer + MediaPipe.
+        conn (`sqlite3.Connection`, *optional*): a workspace database; analyses are then
+            read from and stored in its cache, so unchanged images are never recomputed.
+        workers (`int`, *optional*): processes; default one per core.
+        progress (*optional*): called as progress(done, total).
+
+    Example:
+        >>> run = score_images(["gen/001.png"], ["refs/"])  # doctest: +SKIP
+        >>> run.scores[0].match, run.scores[0].passed  # doctest: +SKIP
+    """
+    instruments = instruments or Instruments()
+    thresholds = thresholds or Thresholds()
+    # 1-3. Analyses of every distinct file, references included.
+    targets = [_Input(Path(p)) for p in paths]
+    refs = [_Input(Path(p)) for p in references]
+    analyzed, cached = analyze_inputs(
+        [*refs, *targets], instruments, conn=conn, workers=workers, progress=progress
+    )
+    # 4. References.
+    reference_set = build_references(refs, instruments, thresholds)
+    # 5. Scores.
+    ref_keys = {r.sha256 for r in refs if r.analysis is not None}
+    scores = tuple(
+        score_one(t, reference_set, thresholds, is_reference=t.sha256 in ref_keys) for t in targets
+    )
+    analyses = {i.sha256: i.analysis for i in [*refs, *targets] if i.analysis is not None}
+    return ScoreRun(reference_set, scores, analyzed, cached, analyses)
+
+
+def analyze_inputs(
+    inputs: Sequence[_Input],
+    instruments: Instruments,
+    *,
+    conn: sqlite3.Connection | None = None,
+    workers: int | None = None,
+    progress: Progress | None = None,
+) -> tuple[int, int]:
+    """Fill `analysis` (or `error`) on each input; returns (computed, from cache)."""
+    version = instruments.version
+    for item in inputs:
+        try:
+            item.sha256 = hashlib.sha256(item.path.read_bytes()).hexdigest()
+        except OSError as exc:
+            item.error = f"cannot read {item.path}: {exc.strerror or exc}"
+    by_sha: dict[str, list[_Input]] = {}
+    for item in inputs:
+        if item.error is None:
+            by_sha.setdefault(item.sha256, []).append(item)
+    found: dict[str, dict[str, Any]] = {}
+    if conn is not None and by_sha:
+        from likeness.store.analyses import get_analyses
+
+        found = get_analyses(conn, list(by_sha), ANALYZER_NAME, version)
+    for sha, result in found.items():
+        for item in by_sha[sha]:
+            item.analysis = ImageAnalysis.from_dict(result)
+    todo = {sha: items[0].path for sha, items in by_sha.items() if sha not in found}
+    total, done = len(by_sha), len(found)
+    if progress:
+        progress(done, total)
+
+    def deliver(sha: str, result: dict[str, Any] | str) -> None:
+        nonlocal done
+        done += 1
+        if isinstance(result, str):
+            for item in by_sha[sha]:
+                item.error = result
+        else:
+            if conn is not None:
+                from likeness.store.analyses import put_analysis
+
+                put_analysis(conn, sha, ANALYZER_NAME, version, result)
+            analysis = ImageAnalysis.from_dict(result)
+            for item in by_sha[sha]:
+                item.analysis = analysis
+        if progress:
+            progress(done, total)
+
+    run_parallel(todo, instruments, workers, deliver)
+    return len(todo), len(found)
+
+
+def run_parallel(
+    todo: dict[str, Path],
+    instruments: Instruments,
+    workers: int | None,
+    deliver: Callable[[str, dict[str, Any] | str], None],
+) -> None:
+    """Analyse `todo` (sha -> path) over `workers` processes, calling `deliver` per image.
+
+    Workers come from a fork server (a fresh, single-threaded process that has imported the
+    analysis code once), not from this process: forking a process whose threads hold locks
+    (MediaPipe, TFLite, torch) deadlocks the child. Each worker builds its instruments from a
+    pickled copy. One process means no pool at all.
+    """
+    workers = max(1, min(workers or os.cpu_count() or 1, len(todo)))
+    if workers == 1 or len(todo) == 1:
+        for sha, path in todo.items():
+            deliver(sha, _analyze_file(path, sha, instruments))
+        return
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["likeness.metrics.analysis", "cv2", "dlib"])
+    else:
+        context = multiprocessing.get_context("spawn")
+    with cf.ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=context,
+        initializer=_init_worker,
+        initargs=(pickle.dumps(instruments),),
+    ) as pool:
+        futures = {pool.submit(_worker_analyze, str(path), sha): sha for sha, path in todo.items()}
+        for future in cf.as_completed(futures):
+            sha = futures[future]
+            try:
+                deliver(sha, future.result())
+            except Exception as exc:  # a crashed worker fails its image, not the batch
+                deliver(sha, f"analysis failed: {type(exc).__name__}: {exc}")
+
+
+_WORKER_INSTRUMENTS: Instruments | None = None
+
+
+def _init_worker(blob: bytes) -> None:
+    global _WORKER_INSTRUMENTS
+    import cv2
+
+    cv2.setNumThreads(1)
+    # TFLite and MediaPipe print start-up chatter straight to fd 2; a worker reports its
+    # failures through return values, so its stderr can go.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    _WORKER_INSTRUMENTS = pickle.loads(blob)
+
+
+def _worker_analyze(path: str, sha: str) -> dict[str, Any] | str:
+    assert _WORKER_INSTRUMENTS is not None
+    return _analyze_file(Path(path), sha, _WORKER_INSTRUMENTS)
+
+
+def _analyze_file(path: Path, sha: str, instruments: Instruments) -> dict[str, Any] | str:
+    """The analysis as a dict, or a one-line error naming the file."""
+    from likeness.imaging import ImageRejected, open_image
+
+    try:
+        rgb = np.asarray(open_image(path).image)
+    except ImageRejected as exc:
+        return f"{path}: {exc.reason}"
+    except OSError as exc:
+        return f"{path}: cannot read ({exc})"
+    return analyze_image(rgb, instruments, sha256=sha).to_dict()
+
+
+def build_references(
+    refs: Sequence[_Input], instruments: Instruments, thresholds: Thresholds
+) -> ReferenceSet:
+    """Calibrate identity and skin texture on the references' subject faces."""
+    usable: dict[str, ImageAnalysis] = {}
+    skipped = []
+    for r in refs:
+        if r.analysis is not None and r.analysis.face is not None:
+            usable.setdefault(r.sha256, r.analysis)
+        else:
+            skipped.append(str(r.path))
+    calibration = None
+    if usable:
+        calibration = calibrate(
+            [a.face.embedding for a in usable.values()],  # type: ignore[union-attr]
+            list(usable),
+            threshold=instruments.faces.match_threshold,
+        )
+    textures = [
+        a.quality.skin_texture for a in usable.values() if a.quality.skin_texture is not None
+    ]
+    skin = float(np.median(textures)) if textures else DEFAULT_SKIN_TEXTURE
+    partial = ReferenceSet((), calibration, skin, tuple(skipped))
+    scores = tuple(score_one(r, partial, thresholds, is_reference=True) for r in refs)
+    return ReferenceSet(scores, calibration, skin, tuple(skipped))
+
+
+def score_one(
+    item: _Input, refs: ReferenceSet, thresholds: Thresholds, is_reference: bool = False
+) -> ImageScore:
+    """Reference-dependent numbers and the verdict for one analysed input."""
+    a = item.analysis
+    if a is None:
+        return _failed(item, is_reference)
+    face = a.face
+    flags = list(a.flags)
+    match = distance = centroid = plastic = None
+    passed = False
+    if face is not None and refs.calibration is not None:
+        ident = identify(face.embedding, refs.calibration, exclude_key=item.sha256)
+        match, distance, centroid = ident.match, ident.distance, ident.centroid_distance
+        passed = ident.passed
+    q = a.quality
+    if q.skin_texture is not None:
+        plastic = plastic_index(q.skin_texture, refs.skin_texture)
+    if face is not None and q.sharpness < thresholds.min_sharpness:
+        flags.append("blurry")
+    if q.grain > thresholds.max_grain:
+        flags.append("grainy")
+    if plastic is not None and plastic > thresholds.max_plastic:
+        flags.append("plastic_skin")
+    if q.clipping > thresholds.max_clipping:
+        flags.append("clipped")
+    if q.brisque is not None and q.brisque > thresholds.max_brisque:
+        flags.append("low_brisque_quality")
+    expr = a.expression
+    return ImageScore(
+        path=str(item.path),
+        sha256=item.sha256,
+        faces=len(a.faces),
+        match=_round(match, 2),
+        distance=_round(distance, 4),
+        centroid_distance=_round(centroid, 4),
+        yaw=_round(face.pose.yaw, 1) if face else None,
+        pitch=_round(face.pose.pitch, 1) if face else None,
+        roll=_round(face.pose.roll, 1) if face else None,
+        angle=yaw_bucket(face.pose.yaw) if face else None,
+        expression=expr.label if expr else None,
+        expression_probability=_round(expr.probability, 3) if expr else None,
+        body_pose=a.body.label,
+        sharpness=_round(q.sharpness, 1),
+        grain=_round(q.grain, 2),
+        plastic=_round(plastic, 3),
+        skin_texture=_round(q.skin_texture, 3),
+        clipping=_round(q.clipping, 2),
+        face_px=q.face_px,
+        brisque=_round(q.brisque, 2),
+        flags=tuple(flags),
+        passed=passed,
+        is_reference=is_reference,
+    )
+
+
+def _failed(item: _Input, is_reference: bool) -> ImageScore:
+    return ImageScore(
+        path=str(item.path), sha256=item.sha256, faces=0, match=None, distance=None,
+        centroid_distance=None, yaw=None, pitch=None, roll=None, angle=None, expression=None,
+        expression_probability=None, body_pose="not_available", sharpness=None, grain=None,
+        plastic=None, skin_texture=None, clipping=None, face_px=None, brisque=None,
+        flags=("unreadable",), passed=False, is_reference=is_reference,
+        error=item.error or "not analysed",
+    )  # fmt: skip
+
+
+def _round(value: float | None, digits: int) -> float | None:
+    if value is None or not math.isfinite(value):
+        return None
+    return round(float(value), digits)
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
