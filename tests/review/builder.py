@@ -17,14 +17,41 @@ from likeness.workspace import Workspace
 
 LOCAL = "http://127.0.0.1:8765"
 ANGLES = ["front", "half_left", "profile_left", "half_right", "profile_right"]
+YAWS = {
+    "front": -3.0,
+    "half_left": 33.0,
+    "profile_left": 66.0,
+    "half_right": -38.0,
+    "profile_right": -71.0,
+}
 EXPRESSIONS = ["neutral", "smiling", "angry", "sad"]
+# Subject face boxes and yaw of the sample photos, as measured by the dlib face backend.
+SOURCE_FACES = {
+    "obama.jpg": ([357.09, 143.9, 634.23, 421.05], -0.3),
+    "obama2.jpg": ([151.88, 281.25, 444.38, 573.75], 34.1),
+    "biden.jpg": ([433.91, 227.29, 743.85, 540.67], -21.8),
+}
 
 
-def candidate_png(path: Path, seed: int, size: int = 96) -> Path:
-    """A distinct synthetic image (smooth random colour field; perceptual hashes differ)."""
+def candidate_png(path: Path, seed: int, width: int = 200) -> Path:
+    """A distinct candidate made from a sample photo: a random portrait crop, sometimes
+    mirrored, with a colour shift (so it looks like a generation and hashes differently)."""
     rng = np.random.default_rng(seed)
-    small = rng.integers(0, 256, size=(6, 6, 3), dtype=np.uint8)
-    Image.fromarray(small).resize((size, int(size * 1.4)), Image.Resampling.BICUBIC).save(path)
+    names = sorted(p.name for p in FACES.iterdir() if p.suffix in (".jpg", ".png"))
+    with Image.open(FACES / names[seed % len(names)]) as photo:
+        photo.draft("RGB", (photo.width // 2, photo.height // 2))  # JPEG: decode at half size
+        img = photo.convert("RGB")
+    w, h = img.size
+    cw = int(w * rng.uniform(0.55, 0.9))
+    ch = min(h, int(cw * 1.4))
+    x0 = int(rng.integers(0, max(1, w - cw)))
+    y0 = int(rng.integers(0, max(1, h - ch)))
+    img = img.crop((x0, y0, x0 + cw, y0 + ch)).resize((width, int(width * ch / cw)))
+    if rng.random() < 0.5:
+        img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    shift = rng.uniform(0.8, 1.2, size=3)
+    pixels = np.clip(np.asarray(img, dtype=np.float32) * shift, 0, 255).astype(np.uint8)
+    Image.fromarray(pixels).save(path)
     return path
 
 
@@ -41,14 +68,13 @@ class ReviewWorkspace:
 def build_review_workspace(root: Path, n_candidates: int = 12) -> ReviewWorkspace:
     ws = Workspace.create(root, name="Mara Test", class_word="woman")
     try:
-        sources = [
-            r.sha256
-            for r in (
-                Ingester(ws, "source").ingest_file(FACES / name)
-                for name in ("obama.jpg", "obama2.jpg", "biden.jpg")
-            )
-            if r.sha256
-        ]
+        sources = []
+        for name, (box, yaw) in SOURCE_FACES.items():
+            sha = Ingester(ws, "source").ingest_file(FACES / name).sha256
+            sources.append(sha)
+            with transaction(ws.db):
+                face = {"box": box, "yaw": yaw, "pitch": 0.0, "roll": 0.0}
+                put_analysis(ws.db, sha, "faces", "1", {"faces": [face], "subject": 0})
         gen = root.parent / "gen"
         gen.mkdir(exist_ok=True)
         ingester = Ingester(ws, "synthetic")
@@ -75,7 +101,7 @@ def build_review_workspace(root: Path, n_candidates: int = 12) -> ReviewWorkspac
                     {
                         "match": match,
                         "distance": round(0.9 - match / 15, 3),
-                        "yaw": (i * 13 % 70) - 35.0,
+                        "yaw": YAWS[ANGLES[i % 5]] + (i % 3) * 4.0,
                         "angle": ANGLES[i % 5],
                         "expression": EXPRESSIONS[i % 4],
                         "body_pose": "not_visible",

@@ -14,7 +14,7 @@ from likeness.review import create_app
 from likeness.store.db import connect
 from likeness.workspace import DB_FILE
 
-from .builder import ReviewWorkspace, build_review_workspace
+from .builder import ReviewWorkspace
 from .live import serve
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -46,8 +46,8 @@ def browser() -> Iterator[object]:
 
 
 @pytest.fixture
-def site(tmp_path: Path) -> Iterator[tuple[ReviewWorkspace, str]]:
-    rw = build_review_workspace(tmp_path / "ws", n_candidates=12)
+def site(review_ws: ReviewWorkspace) -> Iterator[tuple[ReviewWorkspace, str]]:
+    rw = review_ws
     with serve(create_app(rw.root, reviewer="browser")) as url:
         yield rw, url
 

@@ -17,7 +17,7 @@ import json
 import math
 import sqlite3
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 Value = float | str | bool
@@ -36,9 +36,13 @@ DISPLAY_ORDER = (
     "expression",
     "expression_p",
     "body_pose",
+    "centroid_distance",
     "sharpness",
     "grain",
     "plastic",
+    "skin_texture",
+    "clipping",
+    "face_px",
     "brisque",
     "faces",
 )
@@ -51,6 +55,8 @@ class ImageMetrics:
     flags: tuple[str, ...] = ()
     box: tuple[float, float, float, float] | None = None
     """The subject face box (x0, y0, x1, y1) when an analyzer stored one."""
+    embedding: tuple[float, ...] | None = field(default=None, repr=False)
+    """The subject face's identity embedding, when an analyzer stored one."""
 
     def number(self, key: str) -> float | None:
         value = self.values.get(key)
@@ -107,59 +113,94 @@ def _box(value: Any) -> tuple[float, float, float, float] | None:
     return None
 
 
+# Bookkeeping that analyzers store but a reviewer does not need to see.
+_SKIP_KEYS = {"sha256", "phash", "dhash", "width", "height", "subject", "schema"}
+# Nested records whose `label` (and `probability`) are the metric: {"expression": {"label": ...}}.
+_LABELLED = {"expression": ("expression", "expression_p"), "body": ("body_pose", "body_pose_p")}
+
+
+def _scalar(value: Any) -> bool:
+    return isinstance(value, bool | int | float) or (isinstance(value, str) and len(value) <= 200)
+
+
 def extract(result: dict[str, Any]) -> ImageMetrics:
-    """Metrics, flags and subject box out of one analyzer result."""
+    """Metrics, flags, subject box and subject embedding out of one analyzer result.
+
+    Understands flat results ({"match": 7.9, "angle": "front", "flags": [...]}) and the face
+    analysis shape ({"faces": [{box, descriptor, yaw, ...}], "subject": 0, "expression":
+    {"label", "probability"}, "body": {"label"}, "quality": {...}, "flags": [...]}).
+    """
     values: dict[str, Value] = {}
     flags: list[str] = []
     box = _box(result.get("box"))
     nested: list[tuple[str, dict[str, Any]]] = []
     for key, value in result.items():
-        if isinstance(value, bool | int | float | str):
-            if isinstance(value, str) and len(value) > 200:
-                continue
+        if key in _SKIP_KEYS:
+            continue
+        if _scalar(value):
             values[key] = value
         elif key == "flags" and isinstance(value, list):
             flags += [v for v in value if isinstance(v, str)]
         elif isinstance(value, dict):
             nested.append((key, value))
     for parent, inner in nested:
+        if parent in _LABELLED and "label" in inner:
+            name, probability = _LABELLED[parent]
+            if _scalar(inner["label"]) and inner["label"] is not None:
+                values.setdefault(name, inner["label"])
+            if isinstance(inner.get("probability"), int | float):
+                values.setdefault(probability, inner["probability"])
+            continue
         for key, value in inner.items():
-            if isinstance(value, bool | int | float | str) and not (
-                isinstance(value, str) and len(value) > 200
-            ):
+            if _scalar(value):
                 values[key if key not in values else f"{parent}.{key}"] = value
             elif key == "flags" and isinstance(value, list):
                 flags += [v for v in value if isinstance(v, str)]
             elif key == "box" and box is None and parent in ("subject", "face"):
                 box = _box(value)
-    if box is None:
-        faces, subject = result.get("faces"), result.get("subject")
-        if isinstance(faces, list) and isinstance(subject, int) and 0 <= subject < len(faces):
+    embedding = None
+    faces, subject = result.get("faces"), result.get("subject")
+    if isinstance(faces, list):
+        values.setdefault("faces", len(faces))
+        if (
+            isinstance(subject, int)
+            and 0 <= subject < len(faces)
+            and isinstance(faces[subject], dict)
+        ):
             face = faces[subject]
-            if isinstance(face, dict):
-                box = _box(face.get("box"))
-    if isinstance(result.get("faces"), list) and "faces" not in values:
-        values["faces"] = len(result["faces"])
-    return ImageMetrics(values, tuple(dict.fromkeys(flags)), box)
+            box = box or _box(face.get("box"))
+            for key in ("yaw", "pitch", "roll"):
+                if isinstance(face.get(key), int | float):
+                    values.setdefault(key, face[key])
+            descriptor = face.get("descriptor")
+            if isinstance(descriptor, list) and descriptor:
+                embedding = tuple(float(v) for v in descriptor)
+    return ImageMetrics(values, tuple(dict.fromkeys(flags)), box, embedding)
 
 
 def merge(parts: list[ImageMetrics]) -> ImageMetrics:
     """Later parts win on the same key; flags are united."""
     values: dict[str, Value] = {}
     flags: list[str] = []
-    box = None
+    box = embedding = None
     for part in parts:
         values.update(part.values)
         flags += part.flags
         box = part.box or box
-    return ImageMetrics(values, tuple(dict.fromkeys(flags)), box)
+        embedding = part.embedding or embedding
+    return ImageMetrics(values, tuple(dict.fromkeys(flags)), box, embedding)
 
 
 class MetricsIndex:
-    """sha256 -> ImageMetrics over the whole workspace, kept in step with `analyses`."""
+    """sha256 -> ImageMetrics over the whole workspace, kept in step with `analyses`.
 
-    def __init__(self) -> None:
+    `distance_threshold` is the identity backend's same-person distance, used to derive match
+    numbers from stored embeddings against the `source` photos (see `review.identity`).
+    """
+
+    def __init__(self, distance_threshold: float = 0.6) -> None:
         self._lock = threading.Lock()
+        self.distance_threshold = distance_threshold
         self._reset()
 
     def _reset(self) -> None:
@@ -167,25 +208,34 @@ class MetricsIndex:
         self._count = 0
         # sha -> analyzer -> (created_at, metrics)
         self._parts: dict[str, dict[str, tuple[str, ImageMetrics]]] = {}
+        self._base: dict[str, ImageMetrics] = {}
         self._merged: dict[str, ImageMetrics] = {}
+        self._references: list[str] = []
         self._keys: dict[str, bool] = {}
 
     def refresh(self, conn: sqlite3.Connection) -> None:
-        """Read analyses added since the last refresh (everything again if rows were removed)."""
+        """Read analyses added since the last refresh (everything again if rows were removed),
+        and derive the reference-dependent numbers again when anything changed."""
         with self._lock:
             count, top = conn.execute(
                 "SELECT COUNT(*), COALESCE(MAX(rowid), 0) FROM analyses"
             ).fetchone()
+            references = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT sha256 FROM images WHERE origin = 'source' AND excluded = 0 "
+                    "ORDER BY sha256"
+                )
+            ]
             if top < self._last_rowid or count < self._count:
                 self._reset()  # rows were deleted or the table rebuilt: start over
-            if top == self._last_rowid and count == self._count:
+            if (top, count) == (self._last_rowid, self._count) and references == self._references:
                 return
             rows = conn.execute(
                 "SELECT rowid, image_sha, analyzer, created_at, result FROM analyses "
                 "WHERE rowid > ? ORDER BY rowid",
                 (self._last_rowid,),
             ).fetchall()
-            changed: set[str] = set()
             for rowid, sha, analyzer, created_at, result in rows:
                 self._last_rowid = max(self._last_rowid, rowid)
                 try:
@@ -198,15 +248,26 @@ class MetricsIndex:
                 old = per.get(analyzer)
                 if old is None or old[0] <= created_at:
                     per[analyzer] = (created_at, extract(data))
-                    changed.add(sha)
+                    ordered = sorted(per.values(), key=lambda p: p[0])
+                    self._base[sha] = merge([m for _, m in ordered])
             self._count = count
-            for sha in changed:
-                ordered = sorted(self._parts[sha].values(), key=lambda p: p[0])
-                merged = merge([m for _, m in ordered])
-                self._merged[sha] = merged
-                for key, value in merged.values.items():
-                    numeric = isinstance(value, int | float) and not isinstance(value, bool)
-                    self._keys[key] = self._keys.get(key, False) or numeric
+            self._references = references
+            self._derive()
+
+    def _derive(self) -> None:
+        from likeness.review.identity import derive
+
+        derived = derive(self._base, self._references, self.distance_threshold)
+        merged = {}
+        keys: dict[str, bool] = {}
+        for sha, base in self._base.items():
+            extra = derived.get(sha)
+            m = base if not extra else replace(base, values={**extra, **base.values})
+            merged[sha] = m
+            for key, value in m.values.items():
+                numeric = isinstance(value, int | float) and not isinstance(value, bool)
+                keys[key] = keys.get(key, False) or numeric
+        self._merged, self._keys = merged, keys
 
     def get(self, sha: str) -> ImageMetrics:
         return self._merged.get(sha, EMPTY)

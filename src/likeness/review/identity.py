@@ -1,0 +1,72 @@
+"""Numbers derived for display when an analyzer stored raw measurements but not the verdicts.
+
+The face analysis caches each image's subject embedding and head pose; the match against the
+character depends on the reference set, so it is not in the cache. For the queue, match,
+distance, pass and the nearest reference are computed here with `likeness.metrics.identity`
+(the same calibration `likeness score` uses) against the workspace's reference set (its
+`source` photos), and the head-angle bucket with `likeness.metrics.angle`. A value an analyzer
+did store always wins over a derived one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from likeness.review.metrics import ImageMetrics
+
+
+def derive(
+    metrics: Mapping[str, ImageMetrics], reference_shas: list[str], threshold: float
+) -> dict[str, dict[str, Any]]:
+    """sha -> derived values (match, distance, centroid_distance, pass, nearest_reference,
+    angle) for every image with an embedding or a yaw; empty without `likeness.metrics`."""
+    try:
+        import numpy as np
+
+        from likeness.metrics.angle import yaw_bucket
+        from likeness.metrics.identity import calibrate, match_score
+    except ImportError:
+        return {}
+    derived: dict[str, dict[str, Any]] = {}
+    for sha, m in metrics.items():
+        yaw = m.number("yaw")
+        if yaw is not None and "angle" not in m.values:
+            bucket = yaw_bucket(yaw)
+            if bucket:
+                derived.setdefault(sha, {})["angle"] = bucket
+
+    refs = [(sha, metrics[sha].embedding) for sha in reference_shas if sha in metrics]
+    refs = [(sha, e) for sha, e in refs if e]
+    candidates = [
+        (sha, m.embedding) for sha, m in metrics.items() if m.embedding and "match" not in m.values
+    ]
+    if not refs or not candidates:
+        return derived
+    keys = [sha for sha, _ in refs]
+    try:
+        ref_matrix = np.asarray([e for _, e in refs], dtype=np.float64)
+        embeddings = np.asarray([e for _, e in candidates], dtype=np.float64)
+    except ValueError:  # embeddings of different sizes (two backends): nothing comparable
+        return derived
+    if ref_matrix.shape[1] != embeddings.shape[1]:
+        return derived
+    calibration = calibrate(list(ref_matrix), keys, threshold=threshold)
+    distances = np.linalg.norm(embeddings[:, None, :] - ref_matrix[None, :, :], axis=-1)
+    key_index = {k: i for i, k in enumerate(keys)}
+    for row, (sha, _) in enumerate(candidates):
+        own = key_index.get(sha)
+        if own is not None and len(keys) > 1:
+            distances[row, own] = np.inf  # a reference is scored against the others
+        nearest = int(np.argmin(distances[row]))
+        distance = float(distances[row, nearest])
+        others = [i for i in range(len(keys)) if i != own] if own is not None else None
+        centroid = ref_matrix[others].mean(axis=0) if others else ref_matrix.mean(axis=0)
+        values = derived.setdefault(sha, {})
+        values["match"] = round(match_score(distance, calibration.typical, threshold), 2)
+        values["distance"] = round(distance, 4)
+        values["centroid_distance"] = round(float(np.linalg.norm(centroid - embeddings[row])), 4)
+        values["pass"] = distance <= threshold
+        values["nearest_reference"] = keys[nearest]
+    return derived
