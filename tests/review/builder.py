@@ -3,6 +3,7 @@ candidates, and analyzer results (match, angle, flags...) for most of them."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,8 +12,9 @@ from PIL import Image
 
 from likeness.curate.ingest import Ingester
 from likeness.data import FACES
+from likeness.jobs import start_job
 from likeness.store.analyses import put_analysis
-from likeness.store.db import transaction
+from likeness.store.db import transaction, utc_now
 from likeness.workspace import Workspace
 
 LOCAL = "http://127.0.0.1:8765"
@@ -63,6 +65,52 @@ class ReviewWorkspace:
     """Synthetic images, in ingest order."""
     scored: dict[str, float]
     """sha -> match of the scored candidates."""
+    runs: dict[str, str]
+    """sha -> run label (`generate #N`) of the candidates with generation provenance."""
+
+
+def record_generations(ws: Workspace, shas: list[str]) -> dict[str, str]:
+    """Generation provenance as `likeness generate` stores it, in two jobs (runs)."""
+    runs: dict[str, str] = {}
+    half = len(shas) // 2
+    for batch, part in enumerate((shas[:half], shas[half:])):
+        job = start_job(ws.db, "generate", f"test-run-{batch}", total=len(part))
+        with transaction(ws.db):
+            for i, sha in enumerate(part):
+                seed = 1000 * batch + i
+                provenance = {
+                    "schema": 1,
+                    "seed": seed,
+                    "prompt": "zkx123, photo of a woman, raw photo, visible skin pores",
+                    "negative": "blurry",
+                    "recipe": {
+                        "sampler": "dpmpp_2m",
+                        "scheduler": "karras",
+                        "steps": 30,
+                        "cfg": 4.0,
+                    },
+                    "recipe_hash": f"{batch:02d}" * 8,
+                    "model": {"name": "bigLove_xl.safetensors", "sha256": None},
+                    "loras": [{"name": "zkx123_v1.safetensors", "strength": 0.7}],
+                    "engine": {"name": "diffusers", "version": "0.42.1"},
+                }
+                ws.db.execute(
+                    "INSERT INTO generations (image_sha, job_id, engine, engine_version, "
+                    "recipe_hash, seed, model, prompt, provenance, created_at) "
+                    "VALUES (?, ?, 'diffusers', '0.42.1', ?, ?, 'bigLove_xl.safetensors', ?, ?, ?)",
+                    (
+                        sha,
+                        job.id,
+                        provenance["recipe_hash"],
+                        str(seed),
+                        provenance["prompt"],
+                        json.dumps(provenance),
+                        utc_now(),
+                    ),
+                )
+                runs[sha] = f"generate #{job.id}"
+        job.finish()
+    return runs
 
 
 def build_review_workspace(root: Path, n_candidates: int = 12) -> ReviewWorkspace:
@@ -83,6 +131,7 @@ def build_review_workspace(root: Path, n_candidates: int = 12) -> ReviewWorkspac
             result = ingester.ingest_file(candidate_png(gen / f"cand_{i:03d}.png", seed=1000 + i))
             assert result.status in ("stored", "near_duplicate"), result
             candidates.append(result.sha256)
+        runs = record_generations(ws, candidates[:8])
         scored: dict[str, float] = {}
         with transaction(ws.db):
             for i, sha in enumerate(candidates):
@@ -111,6 +160,6 @@ def build_review_workspace(root: Path, n_candidates: int = 12) -> ReviewWorkspac
                         "nearest_reference": sources[i % len(sources)],
                     },
                 )
-        return ReviewWorkspace(ws.root, sources, candidates, scored)
+        return ReviewWorkspace(ws.root, sources, candidates, scored, runs)
     finally:
         ws.close()

@@ -317,3 +317,26 @@ def test_traversal_attempts_get_404(client, review_ws):
         r = client.get(path)
         assert r.status_code == 404, (path, r.status_code)
         assert secret not in r.text and b"SQLite format" not in r.content
+
+
+def test_run_filter_and_provenance_in_focus(client, review_ws):
+    runs = sorted(set(review_ws.runs.values()))
+    assert len(runs) == 2
+    for run in runs:
+        items = client.get("/api/queue", params={"run": run}).json()["items"]
+        assert {i["sha256"] for i in items} == {s for s, r in review_ws.runs.items() if r == run}
+        assert all(i["run"] == run for i in items)
+    html = client.get("/").text
+    assert all(f">{r}</option>" in html for r in runs)  # the run menu
+    sha = next(iter(review_ws.runs))
+    focus = client.get(f"/focus/{sha}").text
+    for expected in (
+        "bigLove_xl.safetensors",
+        "zkx123_v1.safetensors@0.7",
+        "dpmpp_2m",
+        review_ws.runs[sha],
+        "visible skin pores",
+    ):
+        assert expected in focus, expected
+    plain = client.get(f"/focus/{review_ws.sources[0]}").text
+    assert "bigLove_xl" not in plain

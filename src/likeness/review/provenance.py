@@ -2,7 +2,8 @@
 
 Two sources, in order: a provenance table of the workspace database (any table with an image
 column `image_sha` or `sha256` and a JSON column `provenance`; its `run_id`/`run`/`job_id`
-column, when present, names the run), then the image's own PNG text chunks (our JSON chunk, or
+column, when present, names the run; the `generations` table that `likeness generate`
+fills is one), then the image's own PNG text chunks (our JSON chunk, or
 the A1111-style `parameters` text that ComfyUI and A1111 write). Images ingested from photos
 have neither, and get None.
 """
@@ -37,6 +38,7 @@ def find_table(conn: sqlite3.Connection) -> ProvenanceTable | None:
             "ORDER BY name"
         )
     ]
+    names.sort(key=lambda n: n != "generations")  # the engines' table, when there are several
     for name in names:
         if name in _OWN_TABLES:
             continue
@@ -49,20 +51,35 @@ def find_table(conn: sqlite3.Connection) -> ProvenanceTable | None:
 
 
 def runs(conn: sqlite3.Connection, table: ProvenanceTable | None) -> dict[str, str]:
-    """sha256 -> run name, for images whose provenance names a run."""
+    """sha256 -> run label, for generated images whose provenance names a run. A job id is
+    shown as the job's kind and number (`generate #3`), as `likeness jobs` lists it."""
     if table is None:
         return {}
+    image, name = table.image_column, table.name
+    if table.run_column == "job_id" and _has_table(conn, "jobs"):
+        rows = conn.execute(
+            f'SELECT g."{image}", j.kind, j.id FROM "{name}" g JOIN jobs j ON j.id = g.job_id'
+        ).fetchall()
+        return {r[0]: f"{r[1]} #{r[2]}" for r in rows}
     if table.run_column:
         rows = conn.execute(
-            f'SELECT "{table.image_column}", "{table.run_column}" FROM "{table.name}" '
+            f'SELECT "{image}", "{table.run_column}" FROM "{name}" '
             f'WHERE "{table.run_column}" IS NOT NULL'
         ).fetchall()
         return {r[0]: str(r[1]) for r in rows}
     rows = conn.execute(
-        f'SELECT "{table.image_column}", json_extract(provenance, \'$.run\') FROM "{table.name}" '
+        f'SELECT "{image}", json_extract(provenance, \'$.run\') FROM "{name}" '
         "WHERE json_valid(provenance) AND json_extract(provenance, '$.run') IS NOT NULL"
     ).fetchall()
     return {r[0]: str(r[1]) for r in rows}
+
+
+def _has_table(conn: sqlite3.Connection, name: str) -> bool:
+    return bool(
+        conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+        ).fetchone()
+    )
 
 
 def provenance_of(conn: sqlite3.Connection, blobs: BlobStore, sha: str) -> dict[str, Any] | None:
@@ -77,8 +94,8 @@ def provenance_of(conn: sqlite3.Connection, blobs: BlobStore, sha: str) -> dict[
                 data = json.loads(row["provenance"])
             except (TypeError, ValueError):
                 data = {"provenance": row["provenance"]}
-            if table.run_column and row[table.run_column] is not None:
-                data.setdefault("run", row[table.run_column])
+            if table.run_column and row[table.run_column] is not None and isinstance(data, dict):
+                data.setdefault("run", runs(conn, table).get(sha, row[table.run_column]))
             return data if isinstance(data, dict) else {"provenance": data}
     return png_provenance(blobs, sha)
 
