@@ -48,10 +48,7 @@ from likeness.evaluate.current import current_recipe, with_workspace_trigger
 from likeness.evaluate.scorer import NoReferences, WorkspaceScorer
 from likeness.recipes import Recipe, RecipeError
 
-app = typer.Typer(
-    help="The model card: 23 benchmark shots, first-try success rate, comparisons.",
-    invoke_without_command=True,
-)
+app = typer.Typer(invoke_without_command=True)
 CARDS_DIR = "cards"
 
 
@@ -89,7 +86,7 @@ def card(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
-    """Generate every shot of the model card, score it and decide; retry failures up to K times.
+    """The model card: generate each shot, score it, decide; retry failures up to K times.
 
     A shot passes when identity passes, the head angle, expression and body pose are the
     expected ones and no flag fires. The headline is the first-try success rate (goal:

@@ -280,9 +280,17 @@ EXAMPLE_SPEC = """\
 
 name = "lora strength x cfg"
 
+# Each configuration is generated once per prompt and per seed (here 2 prompts x 2 seeds = 4 images).
+seeds = [1, 2]
+prompts = [
+    "raw photo of a woman in a park, visible skin pores, unretouched natural skin texture",
+    "studio portrait photo of a woman, plain grey background, soft light",
+]
+
 # The recipe every cell starts from: a recipe file (relative to this file) ...
 # base = "recipe.toml"
-# ... or the recipe inline, as below (any recipe field may be set).
+# ... or the recipe inline, as below (any recipe field may be set; keep top-level keys such
+# as seeds and prompts above this table: in TOML, keys after [base] belong to it).
 [base]
 model = "models/bigLove_xl.safetensors"   # single-file checkpoint, diffusers folder, or server name
 family = "sdxl"
@@ -296,13 +304,6 @@ sampler = "dpmpp_2m"
 scheduler = "karras"
 steps = 30
 cfg = 4.0
-
-# Each configuration is generated once per prompt and per seed (here 2 x 2 = 4 images).
-seeds = [1, 2]
-prompts = [
-    "raw photo of a woman in a park, visible skin pores, unretouched natural skin texture",
-    "studio portrait photo of a woman, plain grey background, soft light",
-]
 
 # A grid: every combination of these values (3 x 3 = 9 configurations). Keys are recipe
 # fields; dotted keys reach inside tables and lists: "loras.0.strength", "refiner.denoise",

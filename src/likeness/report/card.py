@@ -104,7 +104,10 @@ def write_card_grid(card: Mapping[str, Any], out: str | Path, *, image_path: Ima
         draw.text((x + 6, y + TILE + 2), f"{shot['id']}  {status}", fill=colour, font=font)
         reasons = first["reasons"] if first else []
         text = "; ".join(reasons) if reasons else ""
-        for i, line in enumerate(textwrap.wrap(text, width=32)[:3]):
+        lines = textwrap.wrap(text, width=32)
+        if len(lines) > 3:
+            lines = [*lines[:2], lines[2][:28] + " ..."]
+        for i, line in enumerate(lines):
             draw.text((x + 6, y + TILE + 17 + 14 * i), line, fill="black", font=font)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
