@@ -8,7 +8,9 @@ import pytest
 from likeness.evaluate.objective import Objective
 from likeness.evaluate.sweep import run_sweep
 from likeness.evaluate.sweep_spec import SweepSpecError, spec_from_dict
+from likeness.report.sweep import write_sweep_report
 
+from .conftest import screenshot
 from .photo_engine import PhotoEngine
 
 PHOTOS = {
@@ -31,7 +33,7 @@ def spec_data(**extra):
     }
 
 
-def test_sweep_ranks_the_real_likeness_first(face_ws, scorer):
+def test_sweep_ranks_the_real_likeness_first(face_ws, scorer, tmp_path, chromium):
     engine = PhotoEngine(lambda recipe, seed: PHOTOS[(recipe.cfg, seed)])
     spec = spec_from_dict(spec_data())
     result = run_sweep(face_ws, spec, engine, scorer)
@@ -52,6 +54,13 @@ def test_sweep_ranks_the_real_likeness_first(face_ws, scorer):
     assert data["best"]["config"] == {"cfg": 4.0}
     assert data["best"]["recipe_hash"] == best.recipe.recipe_hash()
     assert best.recipe.cfg == 4.0 and best.recipe.prompt == "portrait of a man"
+    # Every image is stored with its provenance and the sweep's job.
+    job = face_ws.db.execute("SELECT id FROM jobs WHERE kind = 'sweep'").fetchone()[0]
+    assert face_ws.db.execute(
+        "SELECT COUNT(*) FROM generations WHERE job_id = ?", (job,)
+    ).fetchone()[0] == len({c.image_sha for r in result.configs for c in r.cells})
+    index = write_sweep_report(data, tmp_path / "report", image_path=face_ws.blobs.path)
+    screenshot(chromium, index, "sweep-report-faces")
 
     # Re-running re-ranks from the stored scores: nothing is generated again.
     again = run_sweep(face_ws, spec, engine, scorer)

@@ -188,7 +188,7 @@ def run_sweep(
         params={"name": spec.name, "source": spec.source, "sweep_id": sweep.id},
     )
     # 4. Cells.
-    runner = CellRunner(ws, engine, scorer, name_prefix=f"sweep{sweep.id}")
+    runner = CellRunner(ws, engine, scorer, name_prefix=f"sweep{sweep.id}", job_id=job.id)
     generated = 0
     try:
         for index, cell in enumerate(cells, start=1):
