@@ -34,8 +34,13 @@ Progress = Callable[[int, int], None]
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Where a quality number becomes a flag (see docs/metrics.md)."""
+    """Where a number becomes a verdict or a flag (see docs/metrics.md).
 
+    `pass_match` is the identity verdict: 5.0 is exactly the backend's same-person distance
+    (dlib 0.6); a workspace may ask for more (its `identity.pass_match`, 7 by default).
+    """
+
+    pass_match: float = 5.0
     min_sharpness: float = 40.0
     max_grain: float = 3.0
     max_plastic: float = 1.5
@@ -45,8 +50,9 @@ class Thresholds:
 
 @dataclass(frozen=True)
 class ImageScore:
-    """One scored image. `passed` is the identity verdict: a subject face whose distance to the
-    nearest reference is within the backend's same-person threshold. Flags are advisory."""
+    """One scored image. `passed` is the identity verdict: the subject face's match is at least
+    `Thresholds.pass_match` (and so its distance within the backend's same-person threshold).
+    Flags are advisory: filters decide which of them reject an image."""
 
     path: str
     sha256: str
@@ -322,7 +328,7 @@ def score_one(
     if face is not None and refs.calibration is not None:
         ident = identify(face.embedding, refs.calibration, exclude_key=item.sha256)
         match, distance, centroid = ident.match, ident.distance, ident.centroid_distance
-        passed = ident.passed
+        passed = ident.passed and match >= thresholds.pass_match
     q = a.quality
     if q.skin_texture is not None:
         plastic = plastic_index(q.skin_texture, refs.skin_texture)

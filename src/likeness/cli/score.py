@@ -1,0 +1,240 @@
+"""`likeness score`: measure images against the character's reference photos."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from likeness.cli.common import JSON_HELP, err, fail, out, print_json, progress_bar, workspace_path
+from likeness.curate.ingest import expand_inputs
+
+CSV_FIELDS = (
+    "path", "sha256", "faces", "match", "distance", "centroid_distance", "pass", "yaw", "pitch",
+    "roll", "angle", "expression", "expression_probability", "body_pose", "sharpness", "grain",
+    "plastic", "skin_texture", "clipping", "face_px", "brisque", "flags", "is_reference", "error",
+)  # fmt: skip
+
+
+def score(
+    ctx: typer.Context,
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Images or folders to score (default in a workspace: all its images)."),
+    ] = None,
+    refs: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--refs",
+            help="Reference photos or folders (default in a workspace: its source images).",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+    csv_file: Annotated[
+        Path | None, typer.Option("--csv", help="Also write one CSV row per image here.")
+    ] = None,
+    report: Annotated[
+        Path | None,
+        typer.Option("--report", help="Write an HTML report (contact sheet, histograms) here."),
+    ] = None,
+    recursive: Annotated[
+        bool, typer.Option("--recursive", "-r", help="Descend into folders.")
+    ] = False,
+    workers: Annotated[
+        int | None, typer.Option(help="Worker processes (default: one per core).", min=1)
+    ] = None,
+    brisque: Annotated[bool, typer.Option(help="Also compute BRISQUE (slower).")] = False,
+    body_pose: Annotated[
+        bool, typer.Option("--body-pose/--no-body-pose", help="Run BlazePose (MediaPipe).")
+    ] = True,
+    insightface: Annotated[
+        Path | None,
+        typer.Option(
+            help="Use InsightFace ONNX models from this local folder instead of dlib "
+            "(non-commercial licence).",
+            file_okay=False,
+        ),
+    ] = None,
+) -> None:
+    """Score images against reference photos: identity match (0-10), head angle, expression,
+    body pose, sharpness, grain, plastic skin and flags, in parallel with a progress bar.
+
+    Inside a workspace the references default to its `source` images and every analysis is
+    cached by image hash, so scoring unchanged images again recomputes nothing. Outside one,
+    pass --refs. Units and thresholds: docs/metrics.md.
+
+    Example: likeness score generated/ --refs photos/ --report report/
+    """
+    from likeness.metrics import Instruments, Thresholds, score_images
+
+    with _maybe_workspace(ctx) as ws:
+        # 1. Inputs and references.
+        names: dict[str, str] = {}
+        targets = _expand(paths or [], recursive)
+        if not paths:
+            if ws is None:
+                fail("no images given; pass image files or folders (or run inside a workspace)")
+            targets, names = _workspace_images(ws, origins=None)
+        if refs:
+            references = _expand(refs, recursive)
+        elif ws is not None:
+            references, ref_names = _workspace_images(ws, origins=["source"])
+            names.update(ref_names)
+        else:
+            fail("no reference photos; pass --refs PATH (or run inside a workspace)")
+        if not references:
+            fail("the reference set is empty; add source photos or pass --refs with images")
+        if not targets:
+            fail("no images to score in the given paths")
+        # 2. Instruments and thresholds.
+        try:
+            instruments = _instruments(Instruments, insightface, body_pose, brisque)
+        except (RuntimeError, OSError) as exc:
+            fail(str(exc))
+        thresholds = Thresholds()
+        if ws is not None:
+            thresholds = Thresholds(pass_match=ws.settings.identity.pass_match)
+        # 3. Score, with a progress bar over the distinct images.
+        with progress_bar(transient=True) as bar:
+            task = bar.add_task("scoring", total=None)
+
+            def progress(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+
+            run = score_images(
+                targets,
+                references,
+                instruments=instruments,
+                conn=ws.db if ws is not None else None,
+                workers=workers,
+                thresholds=thresholds,
+                progress=progress,
+            )
+    rows = [s.to_json() for s in run.scores]
+    ref_rows = [s.to_json() for s in run.references.scores]
+    for row in [*rows, *ref_rows]:
+        if row["path"] in names:
+            row["name"] = names[row["path"]]
+    # 4. Outputs.
+    if csv_file is not None:
+        _write_csv(csv_file, rows)
+    if report is not None:
+        from likeness.report import write_score_report
+
+        index = write_score_report(
+            report,
+            rows,
+            ref_rows,
+            thresholds=_report_thresholds(thresholds, run),
+            names=names,
+        )
+        err.print(f"report: {index}")
+    for path in run.references.skipped:
+        err.print(f"[yellow]reference without a usable face:[/yellow] {names.get(path, path)}")
+    if run.references.calibration is not None:
+        for sha in run.references.calibration.outliers:
+            err.print(f"[yellow]reference looks like someone else:[/yellow] {sha[:12]}")
+    if as_json:
+        print_json(rows)
+    else:
+        _print_table(rows, names)
+        err.print(
+            f"{len(rows)} scored, {sum(r['pass'] for r in rows)} pass; "
+            f"{run.analyzed} analysed, {run.cached} from cache"
+        )
+
+
+@contextmanager
+def _maybe_workspace(ctx: typer.Context) -> Iterator[Any]:
+    """The workspace when one is named or found, else None (plain folders)."""
+    from likeness.workspace import Workspace, WorkspaceError, find_workspace
+
+    explicit = workspace_path(ctx)
+    try:
+        ws = Workspace.open(find_workspace(explicit))
+    except (WorkspaceError, ValueError) as exc:
+        if explicit is not None:
+            fail(str(exc))
+        ws = None
+    try:
+        yield ws
+    finally:
+        if ws is not None:
+            ws.close()
+
+
+def _expand(paths: list[Path], recursive: bool) -> list[Path]:
+    return list(expand_inputs(paths, recursive=recursive))
+
+
+def _workspace_images(ws: Any, origins: list[str] | None) -> tuple[list[Path], dict[str, str]]:
+    from likeness.store.images import list_images
+
+    records = list_images(ws.db, origins=origins)
+    paths = [ws.blobs.path(r.sha256) for r in records]
+    return paths, {str(p): r.original_name for p, r in zip(paths, records, strict=True)}
+
+
+def _instruments(factory: Any, insightface: Path | None, body_pose: bool, brisque: bool) -> Any:
+    from likeness.faces import make_analyzer
+    from likeness.metrics.body import default_pose_backend
+
+    kwargs: dict[str, Any] = {"pose": default_pose_backend() if body_pose else None}
+    if insightface is not None:
+        analyzer = make_analyzer(insightface)
+        analyzer.load()  # fail now, with the reason, rather than in every worker
+        kwargs["faces"] = analyzer
+    return factory(brisque=brisque, **kwargs)
+
+
+def _report_thresholds(thresholds: Any, run: Any) -> dict[str, float]:
+    values = {
+        "match": thresholds.pass_match,
+        "sharpness": thresholds.min_sharpness,
+        "grain": thresholds.max_grain,
+        "plastic": thresholds.max_plastic,
+        "clipping": thresholds.max_clipping,
+        "brisque": thresholds.max_brisque,
+    }
+    if run.references.calibration is not None:
+        values["distance"] = run.references.calibration.threshold
+    return values
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**row, "flags": ";".join(row["flags"])})
+
+
+def _print_table(rows: list[dict[str, Any]], names: dict[str, str]) -> None:
+    table = Table(show_lines=False)
+    for column, justify in [
+        ("image", "left"), ("match", "right"), ("dist", "right"), ("pass", "center"),
+        ("angle", "left"), ("expr", "left"), ("body", "left"), ("sharp", "right"),
+        ("grain", "right"), ("plastic", "right"), ("flags", "left"),
+    ]:  # fmt: skip
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    ordered = sorted(rows, key=lambda r: (r["match"] is None, -(r["match"] or 0.0)))
+    for r in ordered:
+        name = names.get(r["path"], Path(r["path"]).name)
+        verdict = "[green]yes[/green]" if r["pass"] else "[red]no[/red]"
+        flags = ", ".join(r["flags"]) if not r.get("error") else f"[red]{r['error']}[/red]"
+        table.add_row(
+            name, _fmt(r["match"], 1), _fmt(r["distance"], 3), verdict, r["angle"] or "–",
+            r["expression"] or "–", r["body_pose"], _fmt(r["sharpness"], 0),
+            _fmt(r["grain"], 2), _fmt(r["plastic"], 2), flags,
+        )  # fmt: skip
+    out.print(table)
+
+
+def _fmt(value: float | None, digits: int) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
