@@ -131,3 +131,19 @@ def test_judge_rules(spec):
     assert judge(body, {**good, "faces": 0, "match": None, "angle": None}, pass_match=7.0)[1][
         :2
     ] == ("identity: no face found", "angle: none, expected front")
+
+
+def test_interrupted_card_resumes_without_regenerating(face_ws, scorer, spec):
+    engine = PhotoEngine(chooser(spec, {4.0: V1}), fail_after=5)
+    recipe = Recipe(model="photos", seed=BASE_SEED, cfg=4.0)
+    with pytest.raises(KeyboardInterrupt):
+        run_card(face_ws, spec, recipe, engine, scorer, label="v1", tries=TRIES)
+    assert len(engine.calls) == 5
+    engine.fail_after = None
+    result = run_card(face_ws, spec, recipe, engine, scorer, label="v1", tries=TRIES)
+    attempts = sum(len(s.attempts) for s in result.shots)
+    # Each attempt generated exactly once across both runs.
+    assert len(engine.calls) == attempts
+    assert result.first_try_rate == pytest.approx(2 / 23)
+    job = face_ws.db.execute("SELECT state, attempts FROM jobs WHERE kind = 'card'").fetchone()
+    assert tuple(job) == ("done", 2)

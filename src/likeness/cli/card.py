@@ -138,9 +138,14 @@ def card(
                 bar.update(task, completed=len(shots.shots))
         except (CardError, EngineCannotHonour) as exc:
             fail(str(exc))
+        except typer.Exit:
+            raise
         except KeyboardInterrupt:
             err.print("interrupted: run the same command again to resume the card")
             raise typer.Exit(130) from None
+        except Exception as exc:  # an engine or server failure: stored work is kept
+            message = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            fail(f"{message}; run the same command again to resume the card")
         finally:
             runner.release()
         data = result.to_json()

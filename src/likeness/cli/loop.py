@@ -96,9 +96,14 @@ def loop(
                 )
         except EngineCannotHonour as exc:
             fail(f"{loaded.engine} cannot run {ws.root / 'recipe.toml'}: {exc}")
+        except typer.Exit:
+            raise
         except KeyboardInterrupt:
             err.print("interrupted: run `likeness loop` again to resume the turn")
             raise typer.Exit(130) from None
+        except Exception as exc:  # an engine or server failure: stored work is kept
+            message = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            fail(f"{message}; run the same command again to resume the turn")
         finally:
             for made in engines:
                 made.release()

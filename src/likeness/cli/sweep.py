@@ -26,6 +26,7 @@ image sha256, objective, match, pass, angle, expression, grain, plastic, sharpne
 from __future__ import annotations
 
 import csv
+import dataclasses
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -37,7 +38,7 @@ from likeness.engines import ENGINE_NAMES, Engine, EngineCannotHonour, get_engin
 from likeness.evaluate.current import with_workspace_trigger
 from likeness.evaluate.scorer import NoReferences, WorkspaceScorer
 from likeness.evaluate.sweep import SweepResult, run_sweep
-from likeness.evaluate.sweep_spec import EXAMPLE_SPEC, SweepSpec, SweepSpecError, load_spec
+from likeness.evaluate.sweep_spec import EXAMPLE_SPEC, SweepSpecError, load_spec
 from likeness.recipes import RecipeError
 
 ENGINE_HELP = f"Engine: {', '.join(ENGINE_NAMES)} (default: the recipe's)."
@@ -127,7 +128,7 @@ def sweep(
                 base = base.with_overrides({"engine": engine})
         except RecipeError as exc:
             fail(str(exc))
-        loaded = SweepSpec(**{**loaded.__dict__, "base": base})
+        loaded = dataclasses.replace(loaded, base=base)
         runner = build_engine(
             base.engine,
             comfy_url=comfy_url or ws.settings.comfyui.url,
@@ -156,9 +157,14 @@ def sweep(
                 result = run_sweep(ws, loaded, runner, scorer, progress=on_cell)
         except EngineCannotHonour as exc:
             fail(f"{base.engine} cannot run this sweep: {exc}")
+        except typer.Exit:
+            raise
         except KeyboardInterrupt:
             err.print("interrupted: run the same command again to resume")
             raise typer.Exit(130) from None
+        except Exception as exc:  # an engine or server failure: stored work is kept
+            message = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            fail(f"{message}; run the same command again to resume the sweep")
         finally:
             runner.release()
         data = result.to_json()
