@@ -23,6 +23,7 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import (
     FileResponse,
     HTMLResponse,
@@ -35,6 +36,7 @@ from fastapi.responses import (
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import BaseModel, Field
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from likeness.config import Settings
 from likeness.review import decisions as dec
@@ -89,8 +91,47 @@ def get_db(request: Request) -> Iterator[sqlite3.Connection]:
         conn.close()
 
 
-def get_state(request: Request) -> ReviewState:
+async def get_state(request: Request) -> ReviewState:
     return request.app.state.review
+
+
+class AccessGuard:
+    """ASGI middleware applying `security.Guard` to every HTTP request before any route runs.
+    A valid `?token=` on a GET sets the token cookie and redirects to the same URL without it."""
+
+    def __init__(self, app: ASGIApp, guard: Guard):
+        self.app = app
+        self.guard = guard
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        verdict = self.guard.check(
+            request.method,
+            request.headers.get("host"),
+            request.headers.get("origin"),
+            request.headers.get("sec-fetch-site"),
+            request.headers.get(TOKEN_HEADER),
+            request.cookies.get(TOKEN_COOKIE),
+        )
+        response: Response | None = None
+        if verdict and verdict.status == 401 and request.method == "GET":
+            given = request.query_params.get("token")
+            if self.guard.query_token_ok(given):
+                rest = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
+                target = request.url.path + (f"?{urlencode(rest)}" if rest else "")
+                response = RedirectResponse(target, status_code=303)
+                response.set_cookie(
+                    TOKEN_COOKIE, given or "", httponly=True, samesite="strict", path="/"
+                )
+        if response is None and verdict:
+            response = PlainTextResponse(verdict.message, status_code=verdict.status)
+        if response is not None:
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
 
 Db = Annotated[sqlite3.Connection, Depends(get_db)]
@@ -163,29 +204,7 @@ def create_app(
     )
     templates = Jinja2Templates(env=env)
 
-    @app.middleware("http")
-    async def check_access(request: Request, call_next: Any) -> Response:
-        verdict = guard.check(
-            request.method,
-            request.headers.get("host"),
-            request.headers.get("origin"),
-            request.headers.get("sec-fetch-site"),
-            request.headers.get(TOKEN_HEADER),
-            request.cookies.get(TOKEN_COOKIE),
-        )
-        if verdict and verdict.status == 401 and request.method == "GET":
-            given = request.query_params.get("token")
-            if guard.query_token_ok(given):
-                rest = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
-                target = request.url.path + (f"?{urlencode(rest)}" if rest else "")
-                response = RedirectResponse(target, status_code=303)
-                response.set_cookie(
-                    TOKEN_COOKIE, given or "", httponly=True, samesite="strict", path="/"
-                )
-                return response
-        if verdict:
-            return PlainTextResponse(verdict.message, status_code=verdict.status)
-        return await call_next(request)
+    app.add_middleware(AccessGuard, guard=guard)
 
     # 3. Pages.
     @app.get("/", response_class=HTMLResponse)
@@ -280,8 +299,15 @@ def create_app(
         )
 
     @app.get("/thumb/{sha}")
-    def thumbnail(sha: str, st: State, size: int = SIZES[0]) -> FileResponse:
-        return _thumb(st, sha, size, face=False)
+    async def thumbnail(sha: str, st: State, size: int = SIZES[0]) -> Response:
+        # Cached thumbnails are small: answer on the event loop, without a thread hop.
+        if not is_sha256(sha) or size not in SIZES:
+            raise HTTPException(404, "no such image")
+        try:
+            data = st.thumbs.path(sha, size).read_bytes()
+        except FileNotFoundError:
+            return await run_in_threadpool(_thumb, st, sha, size, face=False)
+        return Response(data, media_type="image/webp", headers=_IMMUTABLE)
 
     @app.get("/face/{sha}")
     def face(sha: str, db: Db, st: State, size: int = SIZES[1]) -> FileResponse:
