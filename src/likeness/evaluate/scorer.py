@@ -34,7 +34,8 @@ class WorkspaceScorer:
         ws (`Workspace`): where the images, references and analysis cache live.
         instruments (`Instruments`, *optional*): the measuring models (default dlib + fer +
             MediaPipe); reused across calls so models load once.
-        thresholds (`Thresholds`, *optional*): where quality numbers become flags.
+        thresholds (`Thresholds`, *optional*): where numbers become verdicts and flags; by
+            default identity passes at the workspace's identity.pass_match.
         references (*optional*): reference image paths instead of the source photos.
 
     Example::
@@ -50,11 +51,11 @@ class WorkspaceScorer:
         thresholds: Thresholds | None = None,
         references: Sequence[Path] | None = None,
     ) -> None:
-        from likeness.metrics import Instruments
+        from likeness.metrics import Instruments, Thresholds
 
         self.ws = ws
         self.instruments = instruments or Instruments()
-        self.thresholds = thresholds
+        self.thresholds = thresholds or Thresholds(pass_match=ws.settings.identity.pass_match)
         self.references = list(references) if references is not None else reference_paths(ws)
         if not self.references:
             raise NoReferences(
