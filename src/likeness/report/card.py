@@ -222,7 +222,7 @@ def write_compare_plot(comparison: Mapping[str, Any], out: str | Path) -> Path:
     left.set_ylim(0, 105)
     left.set_ylabel("% of shots passed")
     left.set_xticks(x, labels)
-    left.legend(fontsize=8, loc="lower right")
+    left.legend(fontsize=8, loc="upper left")
     left.set_title("success")
     right.bar(x, [c["mean_match"] or 0.0 for c in cards], color="tab:blue")
     right.set_ylim(0, 10)

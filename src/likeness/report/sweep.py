@@ -112,10 +112,12 @@ def heat_map(configs: Sequence[Mapping[str, Any]], a: str, b: str, out: Path) ->
     ax.set_yticks(range(len(ys)), [_label(v) for v in ys])
     ax.set_xlabel(a)
     ax.set_ylabel(b)
+    middle = float(np.nanmean(grid)) if not np.isnan(grid).all() else 0.0
     for yi in range(len(ys)):
         for xi in range(len(xs)):
             if not np.isnan(grid[yi, xi]):
-                ax.text(xi, yi, f"{grid[yi, xi]:.2f}", ha="center", va="center", color="white")
+                colour = "black" if grid[yi, xi] > middle else "white"  # readable on viridis
+                ax.text(xi, yi, f"{grid[yi, xi]:.2f}", ha="center", va="center", color=colour)
     fig.colorbar(image, ax=ax, label="objective")
     ax.set_title(f"objective: {a} x {b}")
     fig.tight_layout()
