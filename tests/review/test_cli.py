@@ -60,7 +60,7 @@ def test_serving_beyond_loopback_requires_the_printed_token(review_ws, monkeypat
     monkeypatch.setenv(WORKSPACE_ENV, str(review_ws.root))
     served = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.update(app=app, **kw))
-    result = runner.invoke(review.app, ["--host", "0.0.0.0", "--port", "9911"])
+    result = runner.invoke(review.app, ["--host", "0.0.0.0", "--port", "9911", "--no-warm"])
     assert result.exit_code == 0, result.output
     assert served["host"] == "0.0.0.0" and served["port"] == 9911
     token = re.search(r"\?token=(\S+)", result.stdout).group(1)
@@ -73,7 +73,7 @@ def test_serving_on_loopback_needs_no_token(review_ws, monkeypatch):
     monkeypatch.setenv(WORKSPACE_ENV, str(review_ws.root))
     served = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.update(app=app, **kw))
-    result = runner.invoke(review.app, [])
+    result = runner.invoke(review.app, ["--no-warm"])
     assert result.exit_code == 0, result.output
     assert served["host"] == "127.0.0.1" and served["port"] == 8765
     assert "token" not in result.stdout

@@ -7,6 +7,7 @@ likeness review corrections OUT.jsonl [--json]
 
 from __future__ import annotations
 
+import threading
 import webbrowser
 from pathlib import Path
 from typing import Annotated
@@ -50,6 +51,10 @@ def serve(
         list[str] | None,
         typer.Option(help="Extra browser origin allowed to make changes; repeatable."),
     ] = None,
+    warm: Annotated[
+        bool,
+        typer.Option(help="Make missing grid thumbnails in the background, queue order first."),
+    ] = True,
 ) -> None:
     """Serve the review app for this workspace (Ctrl+C stops it; decisions are already saved).
 
@@ -84,9 +89,29 @@ def serve(
         highlight=False,
     )
     out.print(f"open {url}", highlight=False, soft_wrap=True)
+    if warm:
+        threading.Thread(target=_warm_thumbnails, args=(review_app,), daemon=True).start()
     if open_browser:
         webbrowser.open(url)
     uvicorn.run(review_app, host=host, port=port, log_level="warning")
+
+
+def _warm_thumbnails(review_app: object) -> None:
+    """Thumbnails of the whole queue, in the default order, made while the reviewer works."""
+    from likeness.review.app import ReviewState
+    from likeness.review.provenance import find_table, runs
+    from likeness.review.queue import QueueFilter, build_queue
+    from likeness.review.thumbs import warm
+    from likeness.store.db import connect
+
+    state: ReviewState = review_app.state.review  # type: ignore[attr-defined]
+    conn = connect(state.db_path, migrate=False)
+    try:
+        state.metrics.refresh(conn)
+        queue = build_queue(conn, state.metrics, runs(conn, find_table(conn)), QueueFilter())
+    finally:
+        conn.close()
+    warm(state.thumbs, [e.sha256 for e in queue.entries])
 
 
 @app.command("to-dataset")

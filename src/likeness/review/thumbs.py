@@ -80,3 +80,19 @@ def square_with_margin(
     left = min(max(0.0, cx - side / 2), width - side)
     top = min(max(0.0, cy - side / 2), height - side)
     return (round(left), round(top), round(left + side), round(top + side))
+
+
+def warm(cache: ThumbnailCache, shas: list[str], size: int = SIZES[0]) -> int:
+    """Make the missing thumbnails of `shas`, in order (the queue's order: the first page is
+    ready first); returns how many were made. Images that cannot be decoded are skipped, the
+    request for them will answer 404 or the decode error then."""
+    made = 0
+    for sha in shas:
+        try:
+            if cache.path(sha, size).is_file():
+                continue
+            cache.get(sha, size)
+            made += 1
+        except (BlobNotFound, ValueError, OSError):
+            continue
+    return made

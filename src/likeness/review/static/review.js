@@ -7,7 +7,17 @@
   const qs = body.dataset.qs || "";
   const UNDO_KEY = "likeness.undo";
   const LAST_KEY = "likeness.last";
-  const reviewer = localStorage.getItem("likeness.reviewer") || null;
+  let reviewer = localStorage.getItem("likeness.reviewer") || null;
+  document.querySelectorAll("[data-action=reviewer]").forEach((button) => {
+    if (reviewer) button.textContent = reviewer;
+    button.addEventListener("click", () => {
+      const name = (window.prompt("Your name, stored with each decision:", reviewer || button.textContent) || "").trim();
+      if (!name) return;
+      reviewer = name.slice(0, 100);
+      localStorage.setItem("likeness.reviewer", reviewer);
+      button.textContent = reviewer;
+    });
+  });
 
   // ---- small helpers -------------------------------------------------------------------
   const toastEl = document.getElementById("toast");
