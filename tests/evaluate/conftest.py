@@ -91,8 +91,10 @@ def chromium() -> Path:
     """Debian chromium, installed with apt-get when missing (skip only if that fails)."""
     import subprocess
 
-    if not CHROMIUM.exists():
-        subprocess.run(["apt-get", "install", "-y", "chromium"], check=False, capture_output=True)
+    for command in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium"]):
+        if CHROMIUM.exists():
+            break
+        subprocess.run(command, check=False, capture_output=True)
     if not CHROMIUM.exists():
         pytest.skip("chromium is not installed and apt-get could not install it")
     return CHROMIUM
