@@ -269,6 +269,8 @@ def undo(
     so undo itself can be audited; undoing repeatedly walks further back).
 
     Raises ReviewError when there is nothing to undo.
+
+    Example: undo(conn, sha, reviewer="ana", expected_revision=review.revision)
     """
     _check("undecided", reviewer, None)
     with transaction(conn):
@@ -349,7 +351,10 @@ def reviews_with(conn: sqlite3.Connection, decision: Decision) -> list[Review]:
 
 
 def link_version(conn: sqlite3.Connection, version_id: int, reviews: list[Review]) -> None:
-    """Record which decisions produced a dataset version."""
+    """Record which decisions produced a dataset version.
+
+    Example: link_version(conn, version.id, reviews_with(conn, "accepted"))
+    """
     with transaction(conn):
         conn.executemany(
             "INSERT INTO dataset_version_reviews (version_id, image_sha, history_id) "

@@ -82,7 +82,10 @@ def corrections(ws: Workspace) -> Iterator[dict[str, Any]]:
 
 
 def write_corrections(ws: Workspace, out: Path) -> int:
-    """Write the corrections JSONL to `out` (atomically); returns the number of records."""
+    """Write the corrections JSONL to `out` (atomically); returns the number of records.
+
+    Example: write_corrections(ws, Path("corrections.jsonl"))
+    """
     out = Path(out)
     tmp = out.with_name(out.name + ".tmp")
     count = 0

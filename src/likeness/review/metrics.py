@@ -196,6 +196,8 @@ class MetricsIndex:
 
     `distance_threshold` is the identity backend's same-person distance, used to derive match
     numbers from stored embeddings against the `source` photos (see `review.identity`).
+
+    Example: index = MetricsIndex(); index.refresh(conn); index.get(sha).number("match")
     """
 
     def __init__(self, distance_threshold: float = 0.6) -> None:

@@ -83,7 +83,10 @@ def _has_table(conn: sqlite3.Connection, name: str) -> bool:
 
 
 def provenance_of(conn: sqlite3.Connection, blobs: BlobStore, sha: str) -> dict[str, Any] | None:
-    """The provenance of one image as a dict, or None when nothing records it."""
+    """The provenance of one image as a dict, or None when nothing records it.
+
+    Example: summary(provenance_of(conn, blobs, sha)) -> {"model": ..., "seed": "42", ...}
+    """
     table = find_table(conn)
     if table is not None:
         row = conn.execute(

@@ -113,7 +113,10 @@ def build_queue(
     runs: dict[str, str],
     flt: QueueFilter,
 ) -> Queue:
-    """The filtered, sorted queue. Raises QueueError for an unknown dataset."""
+    """The filtered, sorted queue. Raises QueueError for an unknown dataset.
+
+    Example: build_queue(conn, index, {}, QueueFilter(state="undecided", sort="match"))
+    """
     flt.check()
     # 1. Images (not set aside as duplicates) with their current decision.
     sql = (

@@ -38,7 +38,10 @@ def new_token() -> str:
 
 def token_for_bind(host: str, token: str | None) -> str | None:
     """The token a server bound to `host` must require: the given one, a new one for any
-    non-loopback host, or None (no token) on loopback."""
+    non-loopback host, or None (no token) on loopback.
+
+    Example: token_for_bind("0.0.0.0", None) -> "k3J..." (print it once, then require it)
+    """
     if token:
         return token
     return None if is_loopback(host) else new_token()

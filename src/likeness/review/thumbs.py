@@ -43,6 +43,8 @@ class ThumbnailCache:
         """The cached thumbnail (made now if missing). With `box`, a square face crop.
 
         Raises BlobNotFound when the image is not stored.
+
+        Example: cache.get(sha, 256) -> <workspace>/cache/thumbs/<sha>_256.webp
         """
         target = self.path(sha, size, face=box is not None)
         if target.is_file():

@@ -215,7 +215,7 @@
       });
       show(review);
       pushUndo(review);
-      if (body.dataset.next && decision !== "undecided") window.location.href = body.dataset.next;
+      if (body.dataset.next && decision !== "undecided") go(body.dataset.next);
       else if (decision !== "undecided") toast("last image of this queue");
     }
     async function undo() {
@@ -227,17 +227,25 @@
         if (err.status === 409) { toast("changed by someone else since; not undone", true); return; }
         throw err;
       }
-      if (entry.sha !== sha) { window.location.href = `/focus/${entry.sha}${qs}`; return; }
+      if (entry.sha !== sha) { go(`/focus/${entry.sha}${qs}`); return; }
       show(review);
       toast("undone: " + review.decision);
     }
-    function go(url) { if (url) window.location.href = url; }
+    // Once the page is leaving, further keys would act on this image again: drop them.
+    let leaving = false;
+    function go(url) {
+      if (!url) return;
+      leaving = true;
+      window.location.href = url;
+    }
+    window.addEventListener("pageshow", () => { leaving = false; });
 
     note.addEventListener("keydown", (event) => {
       if (event.key === "Enter" || event.key === "Escape") { note.blur(); event.preventDefault(); }
     });
     document.addEventListener("keydown", (event) => {
       if (typing(event) || event.ctrlKey || event.metaKey || event.altKey) return;
+      if (leaving) { event.preventDefault(); return; }
       const key = event.key;
       if (key === "?") { toggleHelp(); }
       else if (DECISION_KEYS[key]) { run(() => decide(DECISION_KEYS[key])); }
