@@ -340,3 +340,11 @@ def test_run_filter_and_provenance_in_focus(client, review_ws):
         assert expected in focus, expected
     plain = client.get(f"/focus/{review_ws.sources[0]}").text
     assert "bigLove_xl" not in plain
+
+
+def test_pages_cannot_be_framed_or_sniffed(client, review_ws):
+    for path in ("/", f"/img/{review_ws.candidates[0]}", "/nowhere"):
+        headers = client.get(path).headers
+        assert headers["x-frame-options"] == "DENY"
+        assert headers["x-content-type-options"] == "nosniff"
+        assert "frame-ancestors 'none'" in headers["content-security-policy"]
