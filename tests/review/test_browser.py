@@ -217,3 +217,26 @@ def test_focus_keys_decide_tag_undo_and_move(site, page):
     page.keyboard.press("Escape")
     page.wait_for_url(f"{url}/?origin=synthetic")
     assert cursor(page) == order[0]  # the queue comes back where the focus view was
+
+
+def test_undo_twice_walks_back_this_tabs_decisions_on_one_image(site, page):
+    rw, url = site
+    db = Db(rw.root)
+    page.goto(f"{url}/?origin=synthetic")
+    first = cards(page)[0]
+    page.keyboard.press("a")
+    wait_until(lambda: db.decision(first) == "accepted", "accept")
+    page.keyboard.press("ArrowLeft")
+    page.keyboard.press("r")
+    wait_until(lambda: db.decision(first) == "rejected", "reject the same image")
+    page.keyboard.press("u")
+    wait_until(lambda: db.decision(first) == "accepted", "first undo back to accepted")
+    page.keyboard.press("u")
+    wait_until(lambda: db.decision(first) == "undecided", "second undo back to undecided")
+    assert "error" not in (page.get_attribute("#toast", "class") or "")
+    assert [r[0] for r in db.query("SELECT action FROM review_history ORDER BY id")] == [
+        "decide",
+        "decide",
+        "undo",
+        "undo",
+    ]

@@ -55,6 +55,12 @@
     stack.push({ sha: review.sha256, revision: review.revision });
     sessionStorage.setItem(UNDO_KEY, JSON.stringify(stack.slice(-500)));
   }
+  // After an undo, this tab's earlier decisions on the same image are undone from the new
+  // revision on (the server walks the chain back), so they must not look stale.
+  function retarget(sha, revision) {
+    const stack = undoStack().map((e) => (e.sha === sha ? { sha, revision } : e));
+    sessionStorage.setItem(UNDO_KEY, JSON.stringify(stack));
+  }
   function popUndo() {
     const stack = undoStack();
     const entry = stack.pop();
@@ -139,6 +145,7 @@
         if (err.status === 409) { toast("changed by someone else since; not undone", true); return; }
         throw err;
       }
+      retarget(entry.sha, review.revision);
       const index = cards.findIndex((c) => c.dataset.sha === entry.sha);
       if (index >= 0) { applyReview(cards[index], review); setCursor(index); }
       toast("undone: " + review.decision);
@@ -227,6 +234,7 @@
         if (err.status === 409) { toast("changed by someone else since; not undone", true); return; }
         throw err;
       }
+      retarget(entry.sha, review.revision);
       if (entry.sha !== sha) { go(`/focus/${entry.sha}${qs}`); return; }
       show(review);
       toast("undone: " + review.decision);
