@@ -18,6 +18,11 @@ if TYPE_CHECKING:
     from likeness.workspace import Workspace
 
 
+PARALLEL_FROM = 4
+"""Analyse the references over every core only when there are more than this many (starting
+worker processes costs more than analysing a handful inline)."""
+
+
 class NoReferences(RuntimeError):
     """The workspace has no source photos to score identity against."""
 
@@ -66,7 +71,7 @@ class WorkspaceScorer:
 
     def score(self, shas: Sequence[str], workers: int | None = 1) -> list[ImageScore]:
         """Scores of stored images (by sha256), in order. The first call analyses the
-        references over every core; later calls find them in the cache."""
+        references (over every core when there are many); later calls find them cached."""
         from likeness.metrics import score_images
 
         paths = [self.ws.blobs.path(sha) for sha in shas]
@@ -75,7 +80,7 @@ class WorkspaceScorer:
             self.references,
             instruments=self.instruments,
             conn=self.ws.db,
-            workers=None if not self._warm else workers,
+            workers=None if not self._warm and len(self.references) > PARALLEL_FROM else workers,
             thresholds=self.thresholds,
         )
         self._warm = True
