@@ -4,8 +4,10 @@ The face analysis caches each image's subject embedding and head pose; the match
 character depends on the reference set, so it is not in the cache. For the queue, match,
 distance, pass and the nearest reference are computed here with `likeness.metrics.identity`
 (the same calibration `likeness score` uses) against the workspace's reference set (its
-`source` photos), and the head-angle bucket with `likeness.metrics.angle`. A value an analyzer
-did store always wins over a derived one.
+`source` photos), the head-angle bucket with `likeness.metrics.angle`, the plastic-skin index
+against the references' skin texture, and the score-time flags (`blurry`, `grainy`,
+`plastic_skin`, `clipped`, `low_brisque_quality`) at `likeness score`'s default thresholds.
+A value an analyzer did store always wins over a derived one.
 """
 
 from __future__ import annotations
@@ -21,21 +23,55 @@ def derive(
     metrics: Mapping[str, ImageMetrics], reference_shas: list[str], threshold: float
 ) -> dict[str, dict[str, Any]]:
     """sha -> derived values (match, distance, centroid_distance, pass, nearest_reference,
-    angle) for every image with an embedding or a yaw; empty without `likeness.metrics`."""
+    angle, plastic, and `flags` as a list) for every image with measurements to derive from;
+    empty without `likeness.metrics`."""
     try:
         import numpy as np
 
         from likeness.metrics.angle import yaw_bucket
         from likeness.metrics.identity import calibrate, match_score
+        from likeness.metrics.quality import DEFAULT_SKIN_TEXTURE, plastic_index
+        from likeness.metrics.scoring import Thresholds
     except ImportError:
         return {}
     derived: dict[str, dict[str, Any]] = {}
+    textures = [
+        t
+        for sha in reference_shas
+        if sha in metrics and (t := metrics[sha].number("skin_texture")) is not None
+    ]
+    reference_skin = float(np.median(textures)) if textures else DEFAULT_SKIN_TEXTURE
+    limits = Thresholds()
     for sha, m in metrics.items():
+        values: dict[str, Any] = {}
         yaw = m.number("yaw")
         if yaw is not None and "angle" not in m.values:
             bucket = yaw_bucket(yaw)
             if bucket:
-                derived.setdefault(sha, {})["angle"] = bucket
+                values["angle"] = bucket
+        texture = m.number("skin_texture")
+        if texture is not None and "plastic" not in m.values:
+            values["plastic"] = round(plastic_index(texture, reference_skin), 3)
+        # Copied from likeness.metrics.scoring.score_one (its flags at default thresholds).
+        flags = []
+        sharpness, grain = m.number("sharpness"), m.number("grain")
+        plastic = m.number("plastic") if "plastic" in m.values else values.get("plastic")
+        clip, brisque = m.number("clipping"), m.number("brisque")
+        if m.embedding and sharpness is not None and sharpness < limits.min_sharpness:
+            flags.append("blurry")
+        if grain is not None and grain > limits.max_grain:
+            flags.append("grainy")
+        if plastic is not None and plastic > limits.max_plastic:
+            flags.append("plastic_skin")
+        if clip is not None and clip > limits.max_clipping:
+            flags.append("clipped")
+        if brisque is not None and brisque > limits.max_brisque:
+            flags.append("low_brisque_quality")
+        flags = [f for f in flags if f not in m.flags]
+        if flags:
+            values["flags"] = flags
+        if values:
+            derived[sha] = values
 
     refs = [(sha, metrics[sha].embedding) for sha in reference_shas if sha in metrics]
     refs = [(sha, e) for sha, e in refs if e]

@@ -263,8 +263,11 @@ class MetricsIndex:
         merged = {}
         keys: dict[str, bool] = {}
         for sha, base in self._base.items():
-            extra = derived.get(sha)
-            m = base if not extra else replace(base, values={**extra, **base.values})
+            extra = dict(derived.get(sha) or {})
+            flags = extra.pop("flags", [])
+            m = base
+            if extra or flags:
+                m = replace(base, values={**extra, **base.values}, flags=(*base.flags, *flags))
             merged[sha] = m
             for key, value in m.values.items():
                 numeric = isinstance(value, int | float) and not isinstance(value, bool)
