@@ -41,6 +41,7 @@ def test_queue_shows_the_scores_of_likeness_score(tmp_path):
             [ws.blobs.path(s) for s in cands],
             [ws.blobs.path(s) for s in refs],
             instruments=analysis.Instruments(expression=None, pose=None),
+            thresholds=scoring.Thresholds(pass_match=ws.settings.identity.pass_match),
             conn=ws.db,
             workers=1,
         )

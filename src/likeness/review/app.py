@@ -210,7 +210,7 @@ def create_app(
         settings=settings,
         blobs=blobs,
         thumbs=ThumbnailCache(root / THUMB_CACHE_DIR, blobs, max_pixels=settings.ingest.max_pixels),
-        metrics=MetricsIndex(settings.identity.distance_threshold),
+        metrics=MetricsIndex(settings.identity.distance_threshold, settings.identity.pass_match),
         reviewer=reviewer or _default_reviewer(),
         static=_load_static(),
     )

@@ -6,7 +6,7 @@ distance, pass and the nearest reference are computed here with `likeness.metric
 (the same calibration `likeness score` uses) against the workspace's reference set (its
 `source` photos), the head-angle bucket with `likeness.metrics.angle`, the plastic-skin index
 against the references' skin texture, and the score-time flags (`blurry`, `grainy`,
-`plastic_skin`, `clipped`, `low_brisque_quality`) at `likeness score`'s default thresholds.
+`plastic_skin`, `clipped`, `low_brisque_quality`) at `likeness score`'s thresholds.
 A value an analyzer did store always wins over a derived one.
 """
 
@@ -20,11 +20,16 @@ if TYPE_CHECKING:
 
 
 def derive(
-    metrics: Mapping[str, ImageMetrics], reference_shas: list[str], threshold: float
+    metrics: Mapping[str, ImageMetrics],
+    reference_shas: list[str],
+    threshold: float,
+    pass_match: float = 5.0,
 ) -> dict[str, dict[str, Any]]:
     """sha -> derived values (match, distance, centroid_distance, pass, nearest_reference,
     angle, plastic, and `flags` as a list) for every image with measurements to derive from;
-    empty without `likeness.metrics`."""
+    empty without `likeness.metrics`. `pass` needs both the backend's same-person distance
+    (`threshold`) and a match of at least `pass_match` (the workspace's identity.pass_match),
+    as `likeness score` in a workspace decides."""
     try:
         import numpy as np
 
@@ -41,7 +46,7 @@ def derive(
         if sha in metrics and (t := metrics[sha].number("skin_texture")) is not None
     ]
     reference_skin = float(np.median(textures)) if textures else DEFAULT_SKIN_TEXTURE
-    limits = Thresholds()
+    limits = Thresholds(pass_match=pass_match)
     for sha, m in metrics.items():
         values: dict[str, Any] = {}
         yaw = m.number("yaw")
@@ -100,9 +105,10 @@ def derive(
         others = [i for i in range(len(keys)) if i != own] if own is not None else None
         centroid = ref_matrix[others].mean(axis=0) if others else ref_matrix.mean(axis=0)
         values = derived.setdefault(sha, {})
-        values["match"] = round(match_score(distance, calibration.typical, threshold), 2)
+        match = match_score(distance, calibration.typical, threshold)
+        values["match"] = round(match, 2)
         values["distance"] = round(distance, 4)
         values["centroid_distance"] = round(float(np.linalg.norm(centroid - embeddings[row])), 4)
-        values["pass"] = distance <= threshold
+        values["pass"] = distance <= threshold and match >= limits.pass_match
         values["nearest_reference"] = keys[nearest]
     return derived

@@ -195,14 +195,16 @@ class MetricsIndex:
     """sha256 -> ImageMetrics over the whole workspace, kept in step with `analyses`.
 
     `distance_threshold` is the identity backend's same-person distance, used to derive match
-    numbers from stored embeddings against the `source` photos (see `review.identity`).
+    numbers from stored embeddings against the `source` photos (see `review.identity`);
+    `pass_match` the match an identity must reach to pass (the workspace's setting).
 
     Example: index = MetricsIndex(); index.refresh(conn); index.get(sha).number("match")
     """
 
-    def __init__(self, distance_threshold: float = 0.6) -> None:
+    def __init__(self, distance_threshold: float = 0.6, pass_match: float = 5.0) -> None:
         self._lock = threading.Lock()
         self.distance_threshold = distance_threshold
+        self.pass_match = pass_match
         self._reset()
 
     def _reset(self) -> None:
@@ -259,7 +261,7 @@ class MetricsIndex:
     def _derive(self) -> None:
         from likeness.review.identity import derive
 
-        derived = derive(self._base, self._references, self.distance_threshold)
+        derived = derive(self._base, self._references, self.distance_threshold, self.pass_match)
         merged = {}
         keys: dict[str, bool] = {}
         for sha, base in self._base.items():
