@@ -1,7 +1,8 @@
 """Tiny random-weight models built once per test session, fully offline.
 
-`tiny_models` holds: a tiny SDXL diffusers folder, the same pipeline as an original-layout
-single-file checkpoint, a tiny FLUX folder, and one UNet LoRA saved in three formats (diffusers
+`tiny_models` holds: tiny SDXL and SD1.5 diffusers folders, the same pipelines as
+original-layout single-file checkpoints, a tiny FLUX folder with a diffusers-format LoRA, and one
+SDXL UNet LoRA saved in three formats (diffusers
 with its alpha metadata, kohya with original SDXL block names, kohya with diffusers block names)
 plus a kohya copy with a different alpha.
 """
@@ -26,6 +27,9 @@ class TinyModels:
     sdxl: Path
     sdxl_single: Path
     flux: Path
+    flux_lora: Path
+    sd15: Path
+    sd15_single: Path
     lora_diffusers: Path
     lora_kohya_original: Path
     lora_kohya_diffusers: Path
@@ -35,20 +39,37 @@ class TinyModels:
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
     import torch
-    from diffusers import StableDiffusionXLPipeline
+    from diffusers import FluxPipeline, StableDiffusionXLPipeline
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
     from safetensors.torch import save_file
 
     from likeness.engines.diffusers.checkpoint import save_single_file
     from likeness.engines.diffusers.kohya import unet_lora_to_kohya
-    from likeness.engines.diffusers.tiny import tiny_flux, tiny_sdxl
+    from likeness.engines.diffusers.tiny import tiny_flux, tiny_sd15, tiny_sdxl
 
     root = tmp_path_factory.mktemp("tiny")
     pipe = tiny_sdxl(seed=0)
     pipe.save_pretrained(root / "sdxl")
     save_single_file(pipe, root / "sdxl-single.safetensors")
-    tiny_flux(seed=0).save_pretrained(root / "flux")
+    sd15 = tiny_sd15(seed=0)
+    sd15.save_pretrained(root / "sd15")
+    save_single_file(sd15, root / "sd15-single.safetensors")
+    flux = tiny_flux(seed=0)
+    flux.save_pretrained(root / "flux")
+    flux_config = LoraConfig(
+        r=LORA_RANK,
+        lora_alpha=LORA_ALPHA,
+        init_lora_weights=False,
+        target_modules=["to_q", "to_k", "to_v", "to_out.0"],
+    )
+    torch.manual_seed(2)
+    flux.transformer.add_adapter(flux_config)
+    FluxPipeline.save_lora_weights(
+        root / "lora-flux",
+        transformer_lora_layers=get_peft_model_state_dict(flux.transformer),
+        transformer_lora_adapter_metadata=flux_config.to_dict(),
+    )
 
     config = LoraConfig(
         r=LORA_RANK,
@@ -78,6 +99,9 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
         sdxl=root / "sdxl",
         sdxl_single=root / "sdxl-single.safetensors",
         flux=root / "flux",
+        flux_lora=root / "lora-flux" / "pytorch_lora_weights.safetensors",
+        sd15=root / "sd15",
+        sd15_single=root / "sd15-single.safetensors",
         lora_diffusers=root / "lora-diffusers" / "pytorch_lora_weights.safetensors",
         lora_kohya_original=root / "lora-kohya-original.safetensors",
         lora_kohya_diffusers=root / "lora-kohya-diffusers.safetensors",

@@ -31,7 +31,9 @@ def _app(workspace_root) -> typer.Typer:
 @pytest.fixture
 def recipe_file(tmp_path, tiny_recipe):
     path = tmp_path / "tiny.toml"
-    tiny_recipe.with_overrides({"seed": -1, "batch": 2}).write_toml(path)
+    tiny_recipe.with_overrides(
+        {"seed": -1, "batch": 2, "steps": 2, "refiner.enabled": False}
+    ).write_toml(path)
     return path
 
 
@@ -72,22 +74,23 @@ def test_generate_resumes_an_interrupted_run_with_the_same_seeds(
 
     monkeypatch.setattr(DiffusersEngine, "generate", flaky)
     app = _app(workspace.root)
-    args = ["generate", "--recipe", str(recipe_file), "-n", "4", "--no-score", "--json"]
+    args = ["generate", "--recipe", str(recipe_file), "-n", "3", "--no-score", "--json"]
+    args += ["--set", "batch=1"]
     first = CliRunner().invoke(app, args)
     assert first.exit_code == 130
     job = list_jobs(workspace.db, kind="generate")[0]
-    assert job.state == "running" and job.done == 2
+    assert job.state == "running" and job.done == 1
     second = CliRunner().invoke(app, args)
     assert second.exit_code == 0, second.output
     data = json.loads(second.stdout)
     assert data["resumed"] is True and data["job"] == job.id
     base = data["seed"]
-    assert [r["seed"] for r in data["images"]] == [base + 2, base + 3]
+    assert [r["seed"] for r in data["images"]] == [base + 1, base + 2]
     seeds = sorted(
         get_generation(workspace.db, sha)["seed"]
         for sha in generations_of_job(workspace.db, job.id)
     )
-    assert seeds == [base, base + 1, base + 2, base + 3]
+    assert seeds == [base, base + 1, base + 2]
 
 
 def test_generate_refuses_before_any_work(workspace, tmp_path, recipe_file):

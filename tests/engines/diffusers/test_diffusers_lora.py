@@ -84,3 +84,25 @@ def test_lora_hashes_reach_provenance_and_pnginfo(engine, tiny_recipe, tiny_mode
     assert g.provenance["loras"][0]["strength"] == 0.7
     info = read_pnginfo(g.png)
     assert info.params["Lora hashes"] == f"lora-kohya-original: {sha[:12]}"
+
+
+def test_flux_lora_from_a_diffusers_file(tiny_models, tiny_recipe):
+    from likeness.engines.diffusers import DiffusersEngine
+
+    engine = DiffusersEngine()
+    recipe = tiny_recipe.with_overrides(
+        {
+            "model": str(tiny_models.flux),
+            "family": "flux",
+            "sampler": "euler",
+            "scheduler": "simple",
+            "negative": "",
+        }
+    )
+    base = render(engine, recipe)
+    zero = render(engine, recipe, [(tiny_models.flux_lora, 0.0)])
+    mid = render(engine, recipe, [(tiny_models.flux_lora, 0.7)])
+    full = render(engine, recipe, [(tiny_models.flux_lora, 1.0)])
+    assert np.array_equal(zero, base)
+    assert 0.5 < np.abs(mid - base).mean() < np.abs(full - base).mean()
+    engine.release()

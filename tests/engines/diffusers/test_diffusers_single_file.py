@@ -34,6 +34,23 @@ def test_single_file_checkpoint_loads_back_bit_exactly(tiny_models):
             assert torch.equal(a[key], b[key]), f"{name}.{key}"
 
 
+def test_sd15_single_file_checkpoint_loads_back_bit_exactly(tiny_models):
+    import torch
+
+    folder = load_pipeline(
+        resolve_model(str(tiny_models.sd15), "sd15"), device="cpu", dtype=torch.float32
+    )
+    single = load_pipeline(
+        resolve_model(str(tiny_models.sd15_single), "sd15"),
+        device="cpu",
+        dtype=torch.float32,
+        config=tiny_models.sd15,
+    )
+    for name in ("unet", "vae", "text_encoder"):
+        a, b = getattr(folder, name).state_dict(), getattr(single, name).state_dict()
+        assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a), name
+
+
 def test_single_file_checkpoint_original_key_layout(tiny_models):
     from likeness.engines.diffusers.loras import safetensors_keys
 
