@@ -143,10 +143,10 @@ def score(
         print_json(rows)
     else:
         _print_table(rows, names)
-        err.print(
-            f"{len(rows)} scored, {sum(r['pass'] for r in rows)} pass; "
-            f"{run.analyzed} analysed, {run.cached} from cache"
-        )
+    err.print(
+        f"{len(rows)} scored, {sum(r['pass'] for r in rows)} pass; "
+        f"{run.analyzed} analysed, {run.cached} from cache"
+    )
 
 
 @contextmanager

@@ -3,13 +3,16 @@ descriptor, with the model files that the `face_recognition_models` package ship
 
 Detection runs on a copy downscaled to at most `detect_max_side` pixels (HOG costs grow with
 pixels; descriptors move by only ~0.06 when computed this way); landmarks and descriptors are
-computed on the full-resolution image.
+computed on the full-resolution image. The copy is scanned once as is; only when that finds
+no face 160 px wide or more is it scanned again upsampled (`upsample`), which finds faces down
+to ~40 px there. So a close-up costs one cheap pass, and a group photo gets the full search.
 
 The HOG score alone does not separate real faces from face-like textures well (a mission patch
-on an astronaut's suit scores 0.12, a real but turned face 0.26 at 640 px). Each candidate is
-therefore re-scored: its neighbourhood is resampled so the face is 90, 110, 130 and 160 px wide
-and detected again, and the mean of those four scores is the face's `score`. On the sample
-photos real faces score >= 0.69 and the patch below 0; `threshold` (0.3) sits between.
+on an astronaut's suit scores 0.12, a real but turned face 0.26 at 640 px). Each candidate
+below `confident` (1.0) is therefore re-scored: its neighbourhood is resampled so the face is
+90, 110, 130 and 160 px wide and detected again, and the mean of those four scores is the
+face's `score`; a candidate at or above `confident` keeps its HOG score. On the sample photos
+real faces score >= 0.77 and the patch below 0; `threshold` (0.3) sits between.
 
 The shape predictor is not mirror-symmetric: on a mirrored photo it places the landmarks a
 little differently, enough to move a near-frontal yaw by several degrees. Landmarks are
@@ -19,6 +22,7 @@ face, so a mirrored image gives (up to the detector's box) mirrored landmarks an
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +38,7 @@ from likeness.faces.types import Box, Face
 SHAPE_MODEL = "shape_predictor_68_face_landmarks.dat"
 DESCRIPTOR_MODEL = "dlib_face_recognition_resnet_model_v1.dat"
 VERIFY_WIDTHS = (90, 110, 130, 160)
+HOG_MIN_FACE = 80  # the smallest face dlib's HOG window finds without upsampling
 # Index of each 68-point landmark's mirror twin (left eye corner <-> right eye corner, ...).
 MIRROR_68 = (
     list(range(16, -1, -1))  # jaw
@@ -83,9 +88,10 @@ class DlibAnalyzer:
         model_dir (`Path`, *optional*): folder holding the two `.dat` files; defaults to the one
             in `face_recognition_models`.
         detect_max_side (`int`, defaults to 640): long side of the detection copy.
-        upsample (`int`, defaults to 1): HOG upsampling passes on the detection copy (1 finds
-            faces down to ~40 px there).
+        upsample (`int`, defaults to 1): HOG upsampling for the second pass on the detection
+            copy (1 finds faces down to ~40 px there); 0 never upsamples.
         threshold (`float`, defaults to 0.3): minimum verified detection score.
+        confident (`float`, defaults to 1.0): HOG score above which no verification is needed.
 
     Example:
         >>> faces = DlibAnalyzer().analyze(np.asarray(img))  # doctest: +SKIP
@@ -96,13 +102,17 @@ class DlibAnalyzer:
     upsample: int = 1
     threshold: float = 0.3
     candidate_threshold: float = -0.3
+    confident: float = 1.0
     name: str = field(default="dlib", init=False)
     match_threshold: float = field(default=0.6, init=False)
     _models: _Models | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def version(self) -> str:
-        return f"hog-verify4-68-resnet1:{self.detect_max_side}:{self.upsample}:{self.threshold}"
+        return (
+            f"hog2pass-verify4-sym68-resnet1:{self.detect_max_side}:{self.upsample}:"
+            f"{self.threshold}:{self.confident}"
+        )
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -111,16 +121,10 @@ class DlibAnalyzer:
 
     def load(self) -> _Models:
         if self._models is None:
-            try:
-                import dlib
-            except ImportError as exc:
-                raise FaceModelMissing("dlib is not installed; run `pip install dlib-bin`") from exc
+            if importlib.util.find_spec("dlib") is None:
+                raise FaceModelMissing("dlib is not installed; run `pip install dlib-bin`")
             folder = Path(self.model_dir) if self.model_dir else dlib_model_dir()
-            self._models = _Models(
-                detector=dlib.get_frontal_face_detector(),
-                shape=dlib.shape_predictor(str(folder / SHAPE_MODEL)),
-                descriptor=dlib.face_recognition_model_v1(str(folder / DESCRIPTOR_MODEL)),
-            )
+            self._models = load_models(folder)
         return self._models
 
     def analyze(self, rgb: np.ndarray) -> list[Face]:
@@ -130,12 +134,17 @@ class DlibAnalyzer:
         # 1. Candidates on a downscaled copy, with a permissive threshold.
         scale = min(1.0, self.detect_max_side / max(height, width))
         small = _resize(full, scale) if scale < 1.0 else full
-        rects, _, _ = models.detector.run(small, self.upsample, self.candidate_threshold)
+        rects, raw, _ = models.detector.run(small, 0, self.candidate_threshold)
+        if self.upsample and not _covers_small_faces(rects, raw, self.threshold):
+            rects, raw, _ = models.detector.run(small, self.upsample, self.candidate_threshold)
         candidates = [
-            Box(r.left(), r.top(), r.right() + 1, r.bottom() + 1).scaled(1.0 / scale) for r in rects
+            (float(s), Box(r.left(), r.top(), r.right() + 1, r.bottom() + 1).scaled(1.0 / scale))
+            for r, s in zip(rects, raw, strict=True)
         ]
-        # 2. Verify each candidate at normalised face sizes; keep the confident ones.
-        scored = [(self.verify(full, box), box) for box in candidates]
+        # 2. Verify the weak candidates at normalised face sizes; keep the confident ones.
+        scored = [
+            (s if s >= self.confident else self.verify(full, box), box) for s, box in candidates
+        ]
         kept = sorted(
             ((s, b) for s, b in scored if s >= self.threshold), key=lambda sb: sb[0], reverse=True
         )
@@ -193,15 +202,29 @@ class DlibAnalyzer:
         predictor = self.load().shape
         height, width = full.shape[:2]
         direct = _predict(predictor, full, box)
-        # Mirror only the face's neighbourhood: x -> (cx0 + cx1 - 1) - x inside the strip.
+        # Mirror only the face's neighbourhood: x -> (cx0 + cx1 - 1) - x inside the window.
         margin = int(0.5 * box.width) + 1
         cx0, cx1 = max(0, int(box.x0) - margin), min(width, int(box.x1) + margin)
-        strip = np.ascontiguousarray(full[:, cx0:cx1][:, ::-1])
+        cy0, cy1 = max(0, int(box.y0) - margin), min(height, int(box.y1) + margin)
+        window = np.ascontiguousarray(full[cy0:cy1, cx0:cx1][:, ::-1])
         span = cx1 - cx0
-        mirrored_box = Box(span - (box.x1 - cx0), box.y0, span - (box.x0 - cx0), box.y1)
-        mirrored = _predict(predictor, strip, mirrored_box)[MIRROR_68]
+        mirrored_box = Box(span - (box.x1 - cx0), box.y0 - cy0, span - (box.x0 - cx0), box.y1 - cy0)
+        mirrored = _predict(predictor, window, mirrored_box)[MIRROR_68]
         mirrored[:, 0] = (span - 1 - mirrored[:, 0]) + cx0
+        mirrored[:, 1] += cy0
         return (direct + mirrored) / 2
+
+
+@functools.lru_cache(maxsize=4)
+def load_models(folder: Path) -> _Models:
+    """The three dlib models of `folder`, loaded once per process (about 0.6 s)."""
+    import dlib
+
+    return _Models(
+        detector=dlib.get_frontal_face_detector(),
+        shape=dlib.shape_predictor(str(folder / SHAPE_MODEL)),
+        descriptor=dlib.face_recognition_model_v1(str(folder / DESCRIPTOR_MODEL)),
+    )
 
 
 def _predict(predictor: object, image: np.ndarray, box: Box) -> np.ndarray:
@@ -212,6 +235,15 @@ def _predict(predictor: object, image: np.ndarray, box: Box) -> np.ndarray:
     )
     shape = predictor(image, rect)
     return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
+
+
+def _covers_small_faces(rects: Any, scores: Any, threshold: float) -> bool:
+    """True when a pass without upsampling is enough: it found a face at least 160 px wide on
+    the detection copy, so every face at least half as wide (80 px, HOG's smallest) was within
+    its reach. Smaller faces are background faces, which no flag counts."""
+    return any(
+        r.width() >= 2 * HOG_MIN_FACE and s >= threshold for r, s in zip(rects, scores, strict=True)
+    )
 
 
 def _check_rgb(rgb: np.ndarray) -> np.ndarray:

@@ -18,7 +18,7 @@ from likeness.metrics.body import BodyPose, PoseBackend, body_pose, default_pose
 from likeness.metrics.expression import Expression, ExpressionClassifier
 
 ANALYZER_NAME = "likeness.image"
-ANALYSIS_VERSION = "1"
+ANALYSIS_VERSION = "2"
 
 
 @dataclass
@@ -135,26 +135,32 @@ def analyze_image(rgb: np.ndarray, instruments: Instruments, sha256: str = "") -
     flags = face_flags(faces, subject, width, height)
     face = faces[subject] if subject is not None else None
     # 2. Expression of the subject.
-    grey = quality.grey(rgb).astype(np.uint8)
+    luma = quality.grey(rgb)
     expression = None
     if face is not None and instruments.expression is not None:
-        expression = instruments.expression.classify(grey, face)
-    # 3. Body pose.
-    body = body_pose(rgb, instruments.pose)
+        expression = instruments.expression.classify(luma.astype(np.uint8), face)
+    # 3. Body pose (BlazePose works at 256 px: a 640 px preview loses nothing).
+    preview = _preview(rgb, 640)
+    body = body_pose(preview, instruments.pose)
+    if preview is not rgb and body.keypoints:
+        factor = max(rgb.shape[:2]) / max(preview.shape[:2])
+        body = BodyPose(
+            body.label,
+            tuple((round(x * factor, 1), round(y * factor, 1), v) for x, y, v in body.keypoints),
+            body.reason,
+        )
     # 4. Quality.
     box = face.box if face is not None else None
     raw = quality.QualityRaw(
-        sharpness=round(quality.sharpness(rgb, box), 3),
-        grain=round(quality.grain(rgb), 4),
-        skin_texture=round(quality.skin_texture(rgb, face.points), 4)
+        sharpness=round(quality.sharpness(luma, box), 3),
+        grain=round(quality.grain(luma), 4),
+        skin_texture=round(quality.skin_texture(luma, face.points), 4)
         if face is not None and len(face.landmarks) == 68
         else None,
-        clipping=round(quality.clipping(rgb, box), 4),
+        clipping=round(quality.clipping(luma, box), 4),
         face_px=round(face.box.width, 1) if face is not None else None,
-        brisque=round(quality.brisque(rgb), 3) if instruments.brisque else None,
+        brisque=round(quality.brisque(luma), 3) if instruments.brisque else None,
     )
-    thumb = Image.fromarray(rgb)
-    thumb.thumbnail((512, 512))
     return ImageAnalysis(
         sha256=sha256,
         width=width,
@@ -165,5 +171,15 @@ def analyze_image(rgb: np.ndarray, instruments: Instruments, sha256: str = "") -
         expression=expression,
         body=body,
         quality=raw,
-        phash=str(imagehash.phash(thumb)),
+        phash=str(imagehash.phash(Image.fromarray(preview))),
     )
+
+
+def _preview(rgb: np.ndarray, side: int) -> np.ndarray:
+    """A copy whose long side is at most `side` (area-averaged, so no aliasing)."""
+    import cv2
+
+    factor = side / max(rgb.shape[:2])
+    if factor >= 1:
+        return rgb
+    return cv2.resize(rgb, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)

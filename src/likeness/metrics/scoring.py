@@ -223,30 +223,43 @@ def run_parallel(
 ) -> None:
     """Analyse `todo` (sha -> path) over `workers` processes, calling `deliver` per image.
 
-    Workers come from a fork server (a fresh, single-threaded process that has imported the
-    analysis code once), not from this process: forking a process whose threads hold locks
-    (MediaPipe, TFLite, torch) deadlocks the child. Each worker builds its instruments from a
-    pickled copy. One process means no pool at all.
+    This process is one of the workers: while the others start (about a second: imports and
+    model files), it already analyses images, taking them from the end of the queue; whatever
+    the pool has not started by the time it gets there, it does itself.
+
+    The other workers come from a fork server (a fresh, single-threaded process that has
+    loaded the analysis code and the dlib models once, see `likeness.metrics.warm`), not from
+    this process: forking a process whose threads hold locks (MediaPipe, TFLite, torch)
+    deadlocks the child. Each worker builds its instruments from a pickled copy.
     """
     workers = max(1, min(workers or os.cpu_count() or 1, len(todo)))
-    if workers == 1 or len(todo) == 1:
-        for sha, path in todo.items():
+    items = list(todo.items())
+    if workers == 1:
+        for sha, path in items:
             deliver(sha, _analyze_file(path, sha, instruments))
         return
     if "forkserver" in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["likeness.metrics.analysis", "cv2", "dlib"])
+        context.set_forkserver_preload(["likeness.metrics.warm"])
     else:
         context = multiprocessing.get_context("spawn")
     with cf.ProcessPoolExecutor(
-        max_workers=workers,
+        max_workers=workers - 1,
         mp_context=context,
         initializer=_init_worker,
         initargs=(pickle.dumps(instruments),),
     ) as pool:
-        futures = {pool.submit(_worker_analyze, str(path), sha): sha for sha, path in todo.items()}
-        for future in cf.as_completed(futures):
-            sha = futures[future]
+        futures = {sha: pool.submit(_worker_analyze, str(path), sha) for sha, path in items}
+        # 1. Work from the back of the queue until meeting what the pool has taken.
+        for sha, path in reversed(items):
+            if not futures[sha].cancel():
+                break
+            del futures[sha]
+            deliver(sha, _analyze_file(path, sha, instruments))
+        # 2. Collect the pool's results.
+        waiting = {future: sha for sha, future in futures.items()}
+        for future in cf.as_completed(waiting):
+            sha = waiting[future]
             try:
                 deliver(sha, future.result())
             except Exception as exc:  # a crashed worker fails its image, not the batch

@@ -1,0 +1,152 @@
+"""Benchmark: the scoring pipeline against a plain single-process dlib loop, and rescoring
+from the analysis cache, on the same images in the same run.
+
+Baseline (what a script built on dlib alone does, with face_recognition's defaults): for each
+image, HOG detection on the full-size image upsampled once, 68 landmarks and the 128-D
+descriptor of every face, in one process; verdict = the largest face within 0.6 of the
+reference descriptor.
+
+Candidate: `likeness.metrics.score_images` (detection on a <= 640 px copy with verification,
+landmarks and descriptor at full size, plus head pose, expression, body pose and every quality
+metric), one process per core, cold (no cache). Then the same call against a workspace
+database twice: the first fills the cache, the second is timed as "rescoring from cache".
+
+Images: the sample photos, the astronaut, and mirrored copies of each (18 images).
+
+    python bench/score.py [--workers N] [--no-body-pose]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+import likeness
+
+SAMPLES = Path(likeness.__file__).parent / "data" / "samples" / "faces"
+
+
+def make_images(folder: Path) -> list[Path]:
+    from skimage import data
+
+    paths = []
+    sources = sorted(p for p in SAMPLES.iterdir() if p.suffix in (".jpg", ".png"))
+    Image.fromarray(data.astronaut()).save(folder / "astronaut.png")
+    sources.append(folder / "astronaut.png")
+    for src in sources:
+        target = folder / src.name
+        if src.parent != folder:
+            target.write_bytes(src.read_bytes())
+        paths.append(target)
+        mirrored = folder / f"mirrored_{src.stem}.png"
+        ImageOps.mirror(Image.open(src).convert("RGB")).save(mirrored)
+        paths.append(mirrored)
+    return paths
+
+
+def baseline(paths: list[Path], reference: Path) -> tuple[float, list[bool]]:
+    """Seconds and verdicts of the plain dlib loop."""
+    import dlib
+
+    spec = importlib.util.find_spec("face_recognition_models")
+    models = Path(list(spec.submodule_search_locations)[0]) / "models"
+    detector = dlib.get_frontal_face_detector()
+    shape = dlib.shape_predictor(str(models / "shape_predictor_68_face_landmarks.dat"))
+    encoder = dlib.face_recognition_model_v1(
+        str(models / "dlib_face_recognition_resnet_model_v1.dat")
+    )
+
+    def faces(path: Path) -> list[tuple[float, np.ndarray]]:
+        img = np.asarray(Image.open(path).convert("RGB"))
+        out = []
+        for rect in detector(img, 1):
+            landmarks = shape(img, rect)
+            out.append((rect.area(), np.asarray(encoder.compute_face_descriptor(img, landmarks))))
+        return out
+
+    start = time.perf_counter()
+    ref = max(faces(reference), key=lambda f: f[0])[1]
+    verdicts = []
+    for path in paths:
+        found = faces(path)
+        if not found:
+            verdicts.append(False)
+            continue
+        biggest = max(found, key=lambda f: f[0])[1]
+        verdicts.append(bool(np.linalg.norm(biggest - ref) <= 0.6))
+    return time.perf_counter() - start, verdicts
+
+
+def pipeline(paths, reference, instruments, workers, conn=None):
+    from likeness.metrics import score_images
+
+    start = time.perf_counter()
+    run = score_images(paths, [reference], instruments=instruments, conn=conn, workers=workers)
+    return time.perf_counter() - start, run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workers", type=int, default=None, help="default: one per core")
+    parser.add_argument("--no-body-pose", action="store_true", help="skip MediaPipe BlazePose")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each timing (median)")
+    args = parser.parse_args()
+
+    from likeness.metrics import Instruments
+    from likeness.metrics.body import default_pose_backend
+    from likeness.store.db import connect
+
+    instruments = Instruments(pose=None if args.no_body_pose else default_pose_backend())
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        paths = make_images(folder)
+        reference = folder / "obama.jpg"
+        n = len(paths)
+        print(
+            f"{n} images, {os.cpu_count()} cores, workers={args.workers or os.cpu_count()}, "
+            f"body pose={'off' if instruments.pose is None else instruments.pose.name}"
+        )
+        base_times, cold_times, cache_times = [], [], []
+        for _ in range(args.repeat):
+            t, base_verdicts = baseline(paths, reference)
+            base_times.append(t)
+            t, cold = pipeline(paths, reference, instruments, args.workers)
+            cold_times.append(t)
+            conn = connect(folder / f"bench-{len(cache_times)}.db")
+            pipeline(paths, reference, instruments, args.workers, conn)  # fills the cache
+            t, cached = pipeline(paths, reference, instruments, args.workers, conn)
+            cache_times.append(t)
+            assert cached.analyzed == 0, "the second run should read everything from the cache"
+            conn.close()
+        base, cold_t, cache_t = (
+            statistics.median(x) for x in (base_times, cold_times, cache_times)
+        )
+        verdicts = [s.passed for s in cold.scores]
+        cached_verdicts = [s.passed for s in cached.scores]
+        print(f"plain dlib loop (1 process, full-size HOG):  {n / base:7.2f} images/s")
+        print(
+            f"likeness score, cold ({cold.analyzed} analysed):           {n / cold_t:7.2f} images/s"
+        )
+        print(
+            f"likeness score, from cache ({cached.cached} cached):      {n / cache_t:7.2f} images/s"
+        )
+        print(f"pipeline/plain: {base / cold_t:.2f}x")
+        print(f"cache/cold: {cold_t / cache_t:.1f}x   cache/plain: {base / cache_t:.1f}x")
+        same = verdicts == base_verdicts == cached_verdicts
+        print(f"verdicts equal: {same} ({sum(verdicts)} pass of {n})")
+        if not same:
+            for p, a, b in zip(paths, base_verdicts, verdicts, strict=True):
+                if a != b:
+                    print(f"  differs: {p.name}: plain {a}, pipeline {b}")
+
+
+if __name__ == "__main__":
+    main()
