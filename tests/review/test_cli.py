@@ -93,3 +93,12 @@ def test_every_command_has_help(args, phrase):
     result = runner.invoke(review.app, args)
     assert result.exit_code == 0
     assert phrase in " ".join(result.stdout.split())
+
+
+def test_serving_warms_the_queue_thumbnails(review_ws):
+    from likeness.review import create_app
+
+    review._warm_thumbnails(create_app(review_ws.root))
+    made = sorted(p.name for p in (review_ws.root / "cache" / "thumbs").iterdir())
+    everything = len(review_ws.candidates) + len(review_ws.sources)
+    assert len(made) == everything and all(name.endswith("_256.webp") for name in made)

@@ -98,7 +98,7 @@ def serve(
 
 def _warm_thumbnails(review_app: object) -> None:
     """Thumbnails of the whole queue, in the default order, made while the reviewer works."""
-    from likeness.review.app import ReviewState
+    from likeness.review.deps import ReviewState
     from likeness.review.provenance import find_table, runs
     from likeness.review.queue import QueueFilter, build_queue
     from likeness.review.thumbs import warm
