@@ -11,9 +11,13 @@ landmarks and descriptor at full size, plus head pose, expression, body pose and
 metric), one process per core, cold (no cache). Then the same call against a workspace
 database twice: the first fills the cache, the second is timed as "rescoring from cache".
 
-Images: the sample photos, the astronaut, and mirrored copies of each (18 images).
+Image sets (both measured unless --set says otherwise):
+- `samples`: the sample photos, the astronaut, and mirrored copies of each (18 images, 0.01-3.3
+  MP; one group photo with six faces, twice).
+- `upscaled`: the nine originals enlarged 2x with Lanczos, as a generation's upscale pass leaves
+  them (0.05-13 MP).
 
-    python bench/score.py [--workers N] [--no-body-pose]
+    python bench/score.py [--set samples|upscaled|both] [--workers N] [--no-body-pose]
 """
 
 from __future__ import annotations
@@ -34,20 +38,27 @@ import likeness
 SAMPLES = Path(likeness.__file__).parent / "data" / "samples" / "faces"
 
 
-def make_images(folder: Path) -> list[Path]:
+def make_images(folder: Path, which: str) -> list[Path]:
     from skimage import data
 
-    paths = []
+    folder.mkdir(parents=True, exist_ok=True)
     sources = sorted(p for p in SAMPLES.iterdir() if p.suffix in (".jpg", ".png"))
     Image.fromarray(data.astronaut()).save(folder / "astronaut.png")
     sources.append(folder / "astronaut.png")
+    paths = []
     for src in sources:
+        image = Image.open(src).convert("RGB")
+        if which == "upscaled":
+            target = folder / f"{src.stem}_2x.png"
+            image.resize((image.width * 2, image.height * 2), Image.Resampling.LANCZOS).save(target)
+            paths.append(target)
+            continue
         target = folder / src.name
         if src.parent != folder:
             target.write_bytes(src.read_bytes())
         paths.append(target)
         mirrored = folder / f"mirrored_{src.stem}.png"
-        ImageOps.mirror(Image.open(src).convert("RGB")).save(mirrored)
+        ImageOps.mirror(image).save(mirrored)
         paths.append(mirrored)
     return paths
 
@@ -93,8 +104,44 @@ def pipeline(paths, reference, instruments, workers, conn=None):
     return time.perf_counter() - start, run
 
 
+def measure(name: str, paths: list[Path], reference: Path, instruments, args, folder: Path):
+    from likeness.store.db import connect
+
+    n = len(paths)
+    base_times, cold_times, cache_times = [], [], []
+    for attempt in range(args.repeat):
+        t, base_verdicts = baseline(paths, reference)
+        base_times.append(t)
+        t, cold = pipeline(paths, reference, instruments, args.workers)
+        cold_times.append(t)
+        conn = connect(folder / f"bench-{name}-{attempt}.db")
+        pipeline(paths, reference, instruments, args.workers, conn)  # fills the cache
+        t, cached = pipeline(paths, reference, instruments, args.workers, conn)
+        cache_times.append(t)
+        assert cached.analyzed == 0, "the second run should read everything from the cache"
+        conn.close()
+    base, cold_t, cache_t = (statistics.median(x) for x in (base_times, cold_times, cache_times))
+    verdicts = [s.passed for s in cold.scores]
+    cached_verdicts = [s.passed for s in cached.scores]
+    same = verdicts == base_verdicts == cached_verdicts
+    print(f"[{name}] {n} images")
+    print(f"  plain dlib loop (1 process, full-size HOG): {n / base:8.2f} images/s")
+    print(f"  likeness score, cold:                      {n / cold_t:8.2f} images/s")
+    print(f"  likeness score, from cache:                {n / cache_t:8.2f} images/s")
+    print(
+        f"  pipeline/plain: {base / cold_t:.2f}x   cache/plain: {base / cache_t:.0f}x   "
+        f"cache/cold: {cold_t / cache_t:.0f}x"
+    )
+    print(f"  verdicts equal: {same} ({sum(verdicts)} pass of {n})")
+    if not same:
+        for p, a, b in zip(paths, base_verdicts, verdicts, strict=True):
+            if a != b:
+                print(f"    differs: {p.name}: plain {a}, pipeline {b}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--set", choices=["samples", "upscaled", "both"], default="both")
     parser.add_argument("--workers", type=int, default=None, help="default: one per core")
     parser.add_argument("--no-body-pose", action="store_true", help="skip MediaPipe BlazePose")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each timing (median)")
@@ -102,50 +149,22 @@ def main() -> None:
 
     from likeness.metrics import Instruments
     from likeness.metrics.body import default_pose_backend
-    from likeness.store.db import connect
 
     instruments = Instruments(pose=None if args.no_body_pose else default_pose_backend())
+    print(
+        f"{os.cpu_count()} cores, workers={args.workers or os.cpu_count()}, body pose="
+        f"{'off' if instruments.pose is None else instruments.pose.name}, "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
+    sets = ["samples", "upscaled"] if args.set == "both" else [args.set]
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        paths = make_images(folder)
-        reference = folder / "obama.jpg"
-        n = len(paths)
-        print(
-            f"{n} images, {os.cpu_count()} cores, workers={args.workers or os.cpu_count()}, "
-            f"body pose={'off' if instruments.pose is None else instruments.pose.name}"
-        )
-        base_times, cold_times, cache_times = [], [], []
-        for _ in range(args.repeat):
-            t, base_verdicts = baseline(paths, reference)
-            base_times.append(t)
-            t, cold = pipeline(paths, reference, instruments, args.workers)
-            cold_times.append(t)
-            conn = connect(folder / f"bench-{len(cache_times)}.db")
-            pipeline(paths, reference, instruments, args.workers, conn)  # fills the cache
-            t, cached = pipeline(paths, reference, instruments, args.workers, conn)
-            cache_times.append(t)
-            assert cached.analyzed == 0, "the second run should read everything from the cache"
-            conn.close()
-        base, cold_t, cache_t = (
-            statistics.median(x) for x in (base_times, cold_times, cache_times)
-        )
-        verdicts = [s.passed for s in cold.scores]
-        cached_verdicts = [s.passed for s in cached.scores]
-        print(f"plain dlib loop (1 process, full-size HOG):  {n / base:7.2f} images/s")
-        print(
-            f"likeness score, cold ({cold.analyzed} analysed):           {n / cold_t:7.2f} images/s"
-        )
-        print(
-            f"likeness score, from cache ({cached.cached} cached):      {n / cache_t:7.2f} images/s"
-        )
-        print(f"pipeline/plain: {base / cold_t:.2f}x")
-        print(f"cache/cold: {cold_t / cache_t:.1f}x   cache/plain: {base / cache_t:.1f}x")
-        same = verdicts == base_verdicts == cached_verdicts
-        print(f"verdicts equal: {same} ({sum(verdicts)} pass of {n})")
-        if not same:
-            for p, a, b in zip(paths, base_verdicts, verdicts, strict=True):
-                if a != b:
-                    print(f"  differs: {p.name}: plain {a}, pipeline {b}")
+        for name in sets:
+            folder = Path(tmp) / name
+            paths = make_images(folder, name)
+            reference = paths[
+                [p.stem for p in paths].index("obama" if name == "samples" else "obama_2x")
+            ]
+            measure(name, paths, reference, instruments, args, folder)
 
 
 if __name__ == "__main__":

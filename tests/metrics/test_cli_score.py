@@ -109,3 +109,19 @@ def test_refs_crop_writes_square_face_crops(app, folders, tmp_path, monkeypatch)
             assert img.size == (256, 256)
     missing = CliRunner().invoke(app, ["refs", "crop", str(folders / "gen")])
     assert missing.exit_code == 2 and "--out" in missing.output
+
+
+def test_unreadable_images_are_named_and_set_the_exit_status(app, folders, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LIKENESS_WORKSPACE", raising=False)
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG not really")
+    result = CliRunner().invoke(app, [
+        "score", str(bad), str(folders / "gen" / "obama2.jpg"), "--refs",
+        str(folders / "refs"), "--no-body-pose", "--workers", "1", "--json",
+    ])  # fmt: skip
+    assert result.exit_code == 1
+    assert "not scored" in result.stderr and "broken.png" in result.stderr
+    broken, good = json.loads(result.stdout)
+    assert broken["error"] and broken["flags"] == ["unreadable"] and not broken["pass"]
+    assert good["pass"]

@@ -66,7 +66,8 @@ def score(
 
     Inside a workspace the references default to its `source` images and every analysis is
     cached by image hash, so scoring unchanged images again recomputes nothing. Outside one,
-    pass --refs. Units and thresholds: docs/metrics.md.
+    pass --refs. Units and thresholds: docs/metrics.md. Exit status: 0 when every image was
+    scored (whatever its verdict), 1 when some could not be read.
 
     Example: likeness score generated/ --refs photos/ --report report/
     """
@@ -143,10 +144,15 @@ def score(
         print_json(rows)
     else:
         _print_table(rows, names)
+    failed = [r for r in rows if r.get("error")]
+    for row in failed:
+        err.print(f"[red]not scored[/red] {row['error']}", highlight=False)
     err.print(
         f"{len(rows)} scored, {sum(r['pass'] for r in rows)} pass; "
         f"{run.analyzed} analysed, {run.cached} from cache"
     )
+    if failed:
+        raise typer.Exit(1)
 
 
 @contextmanager

@@ -19,6 +19,7 @@ Rules, on keypoints in pixels (y down) with visibility >= 0.5:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import warnings
@@ -26,6 +27,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+
+from likeness.metrics.quiet import native_stderr_silenced
 
 BODY_POSES = ("t_pose", "standing", "sitting", "other", "not_visible", "not_available")
 VISIBLE = 0.5
@@ -67,6 +70,7 @@ class MediaPipePose:
     max_side: int = 1024
     name: str = field(default="mediapipe-blazepose", init=False)
     _pose: Any = field(default=None, init=False, repr=False)
+    _started: bool = field(default=False, init=False, repr=False)
 
     @property
     def version(self) -> str:
@@ -75,6 +79,7 @@ class MediaPipePose:
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_pose"] = None
+        state["_started"] = False
         return state
 
     def load(self) -> Any:
@@ -87,9 +92,10 @@ class MediaPipePose:
                     "body pose needs mediapipe 0.10.14 (`pip install --no-deps mediapipe==0.10.14 "
                     "absl-py attrs 'protobuf<5'`)"
                 ) from exc
-            self._pose = mp.solutions.pose.Pose(
-                static_image_mode=True, model_complexity=self.model_complexity
-            )
+            with native_stderr_silenced():
+                self._pose = mp.solutions.pose.Pose(
+                    static_image_mode=True, model_complexity=self.model_complexity
+                )
         return self._pose
 
     def keypoints(self, rgb: np.ndarray) -> np.ndarray | None:
@@ -99,7 +105,9 @@ class MediaPipePose:
         factor = min(1.0, self.max_side / max(height, width))
         small = rgb if factor == 1 else cv2.resize(rgb, None, fx=factor, fy=factor)
         pose = self.load()
-        with warnings.catch_warnings():
+        quiet = native_stderr_silenced() if not self._started else contextlib.nullcontext()
+        self._started = True
+        with quiet, warnings.catch_warnings():
             # mediapipe 0.10.14 calls a protobuf API that protobuf 4.25 marks deprecated.
             warnings.simplefilter("ignore", UserWarning)
             result = pose.process(np.ascontiguousarray(small))

@@ -21,6 +21,7 @@ import numpy as np
 
 import likeness
 from likeness.faces.types import Face
+from likeness.metrics.quiet import native_stderr_silenced
 
 MODEL_FILE = (
     Path(likeness.__file__).parent / "data" / "models" / "fer_emotion_model_quantized.tflite"
@@ -60,8 +61,9 @@ class ExpressionClassifier:
                 ) from exc
             if not Path(self.model_file).is_file():
                 raise FileNotFoundError(f"{self.model_file} is missing; reinstall likeness")
-            interpreter = Interpreter(model_path=str(self.model_file), num_threads=1)
-            interpreter.allocate_tensors()
+            with native_stderr_silenced():
+                interpreter = Interpreter(model_path=str(self.model_file), num_threads=1)
+                interpreter.allocate_tensors()
             self._interpreter = interpreter
         return self._interpreter
 

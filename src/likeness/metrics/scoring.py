@@ -139,8 +139,11 @@ def score_images(
         workers (`int`, *optional*): processes; default one per core.
         progress (*optional*): called as progress(done, total).
 
+    Worker processes import the caller's main module, as with any multiprocessing start
+    method but fork: a script that calls this must do so under `if __name__ == "__main__":`.
+
     Example:
-        >>> run = score_images(["gen/001.png"], ["refs/"])  # doctest: +SKIP
+        >>> run = score_images(["gen/001.png"], ["refs/a.jpg"])  # doctest: +SKIP
         >>> run.scores[0].match, run.scores[0].passed  # doctest: +SKIP
     """
     instruments = instruments or Instruments()
