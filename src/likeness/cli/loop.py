@@ -26,7 +26,7 @@ import typer
 from rich.table import Table
 
 from likeness.cli.common import JSON_HELP, err, fail, open_workspace, out, print_json, progress_bar
-from likeness.cli.sweep import ENGINE_HELP, build_engine
+from likeness.cli.sweep import ENGINE_HELP, build_engine, step_reporter
 from likeness.engines import EngineCannotHonour
 from likeness.evaluate.current import current_recipe
 from likeness.evaluate.loop import LoopStatus, run_loop_turn
@@ -92,7 +92,14 @@ def loop(
                     bar.update(task, completed=done, total=total)
 
                 result = run_loop_turn(
-                    ws, loaded, make_engine, make_scorer, n=n, again=again, progress=on_candidate
+                    ws,
+                    loaded,
+                    make_engine,
+                    make_scorer,
+                    n=n,
+                    again=again,
+                    progress=on_candidate,
+                    engine_progress=step_reporter(bar),
                 )
         except EngineCannotHonour as exc:
             fail(f"{loaded.engine} cannot run {ws.root / 'recipe.toml'}: {exc}")

@@ -27,14 +27,16 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.progress import Progress
 from rich.table import Table
 
 from likeness.cli.common import JSON_HELP, err, fail, open_workspace, out, print_json, progress_bar
-from likeness.engines import ENGINE_NAMES, Engine, EngineCannotHonour, get_engine
+from likeness.engines import ENGINE_NAMES, Engine, EngineCannotHonour, ProgressUpdate, get_engine
 from likeness.evaluate.current import with_workspace_trigger
 from likeness.evaluate.scorer import NoReferences, WorkspaceScorer
 from likeness.evaluate.sweep import SweepResult, run_sweep
@@ -64,6 +66,18 @@ def build_engine(
     except Exception as exc:  # a missing extra, a server that cannot be reached
         fail(f"{name}: {type(exc).__name__}: {exc}")
     raise AssertionError("unreachable")
+
+
+def step_reporter(bar: Progress) -> Callable[[ProgressUpdate], None]:
+    """A second bar line following the engine's passes and steps (load, sample, refiner...)."""
+    task = bar.add_task("steps", total=1)
+
+    def on_step(update: ProgressUpdate) -> None:
+        bar.update(
+            task, description=update.stage, completed=update.step, total=max(update.steps, 1)
+        )
+
+    return on_step
 
 
 def sweep(
@@ -154,7 +168,14 @@ def sweep(
                             highlight=False,
                         )
 
-                result = run_sweep(ws, loaded, runner, scorer, progress=on_cell)
+                result = run_sweep(
+                    ws,
+                    loaded,
+                    runner,
+                    scorer,
+                    progress=on_cell,
+                    engine_progress=step_reporter(bar),
+                )
         except EngineCannotHonour as exc:
             fail(f"{base.engine} cannot run this sweep: {exc}")
         except typer.Exit:

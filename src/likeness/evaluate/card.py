@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from likeness.engines.base import Engine
+from likeness.engines.base import Engine, ProgressCallback
 from likeness.evaluate import store
 from likeness.evaluate.card_spec import CardSpec, Shot
 from likeness.evaluate.cells import CellRunner, model_hashes
@@ -241,6 +241,7 @@ def run_card(
     goal: float | None = None,
     pass_match: float | None = None,
     progress: CardProgress | None = None,
+    engine_progress: ProgressCallback | None = None,
 ) -> CardResult:
     """Run (or resume, or just load) the card called ``label``."""
     if tries < 1:
@@ -273,7 +274,14 @@ def run_card(
         ws.db, "card", run_key, total=len(spec.shots), params={"label": label, "tries": tries}
     )
     # 3. Shots: attempts already recorded are kept; the rest are generated now.
-    runner = CellRunner(ws, engine, scorer, name_prefix=f"card-{label}", job_id=job.id)
+    runner = CellRunner(
+        ws,
+        engine,
+        scorer,
+        name_prefix=f"card-{label}",
+        job_id=job.id,
+        engine_progress=engine_progress,
+    )
     recorded: dict[str, list[store.AttemptRow]] = {}
     for row in store.card_attempts(ws.db, card.id):
         recorded.setdefault(row.shot, []).append(row)

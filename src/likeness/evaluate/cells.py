@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from likeness.curate.ingest import Ingester
-from likeness.engines.base import Engine, EngineError
+from likeness.engines.base import Engine, EngineError, ProgressCallback
 from likeness.engines.records import record_generation
 from likeness.evaluate import store
 from likeness.recipes import Recipe, build_prompt
@@ -72,6 +72,7 @@ class CellRunner:
         scorer (`WorkspaceScorer`): scores images against the workspace's source photos.
         name_prefix (`str`, defaults to "cell"): prefix of stored image names.
         job_id (`int`, *optional*): the job recorded with each image's provenance.
+        engine_progress (*optional*): passed to ``Engine.generate`` (sampling steps).
     """
 
     def __init__(
@@ -81,12 +82,14 @@ class CellRunner:
         scorer: WorkspaceScorer,
         name_prefix: str = "cell",
         job_id: int | None = None,
+        engine_progress: ProgressCallback | None = None,
     ) -> None:
         self.ws = ws
         self.engine = engine
         self.scorer = scorer
         self.name_prefix = name_prefix
         self.job_id = job_id
+        self.engine_progress = engine_progress
         self._ingester: Ingester | None = None
 
     @property
@@ -111,7 +114,7 @@ class CellRunner:
         # 1. Generate and store, unless an image already exists for this cell.
         if row is None or row.image_sha is None:
             try:
-                generated = self.engine.generate(recipe, 1)[0]
+                generated = self.engine.generate(recipe, 1, progress=self.engine_progress)[0]
             except EngineError as exc:
                 return self._failed(recipe, key, f"generation failed: {exc}")
             generation = dict(generated.provenance)

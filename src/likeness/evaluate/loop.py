@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from likeness.engines.base import Engine
+from likeness.engines.base import Engine, ProgressCallback
 from likeness.evaluate import store
 from likeness.evaluate.cells import Cell, CellRunner
 from likeness.jobs import start_job
@@ -116,6 +116,7 @@ def run_loop_turn(
     n: int = 8,
     again: bool = False,
     progress: LoopProgress | None = None,
+    engine_progress: ProgressCallback | None = None,
 ) -> LoopStatus:
     """Resume or start a turn, then report what it waits for.
 
@@ -133,7 +134,7 @@ def run_loop_turn(
         turn = store.create_turn(ws.db, recipe.to_dict(), recipe.recipe_hash(), n, first_seed)
     generated = 0
     if turn.state == "generating":
-        generated = _work(ws, turn, engine(), scorer(), progress)
+        generated = _work(ws, turn, engine(), scorer(), progress, engine_progress)
         store.mark_turn_queued(ws.db, turn.id)
     return status(ws, turn.id, generated=generated)
 
@@ -144,12 +145,20 @@ def _work(
     engine: Engine,
     scorer: WorkspaceScorer,
     progress: LoopProgress | None,
+    engine_progress: ProgressCallback | None = None,
 ) -> int:
     """Steps 1-4 for every candidate of ``turn`` without an outcome; returns images made."""
     recipe = Recipe.from_dict(turn.recipe)
     engine.check(recipe.with_overrides({"seed": turn.first_seed}))
     job = start_job(ws.db, "loop", f"turn-{turn.id}", total=turn.n, params={"turn": turn.id})
-    runner = CellRunner(ws, engine, scorer, name_prefix=f"loop{turn.id}", job_id=job.id)
+    runner = CellRunner(
+        ws,
+        engine,
+        scorer,
+        name_prefix=f"loop{turn.id}",
+        job_id=job.id,
+        engine_progress=engine_progress,
+    )
     done = {c.position: c for c in store.turn_candidates(ws.db, turn.id)}
     pass_match = ws.settings.identity.pass_match
     generated = 0

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from likeness.engines.base import Engine
+from likeness.engines.base import Engine, ProgressCallback
 from likeness.evaluate import store
 from likeness.evaluate.cells import Cell, CellRunner, cell_key
 from likeness.evaluate.objective import Objective
@@ -166,8 +166,10 @@ def run_sweep(
     scorer: WorkspaceScorer,
     *,
     progress: SweepProgress | None = None,
+    engine_progress: ProgressCallback | None = None,
 ) -> SweepResult:
-    """Generate, store and score every cell of ``spec`` not done yet, then rank."""
+    """Generate, store and score every cell of ``spec`` not done yet, then rank.
+    ``engine_progress`` receives the engine's step updates (see ``Engine.generate``)."""
     # 1-2. Cells, and the engine's word on every configuration.
     cells = spec.cells()
     check_spec(spec, engine)
@@ -188,7 +190,14 @@ def run_sweep(
         params={"name": spec.name, "source": spec.source, "sweep_id": sweep.id},
     )
     # 4. Cells.
-    runner = CellRunner(ws, engine, scorer, name_prefix=f"sweep{sweep.id}", job_id=job.id)
+    runner = CellRunner(
+        ws,
+        engine,
+        scorer,
+        name_prefix=f"sweep{sweep.id}",
+        job_id=job.id,
+        engine_progress=engine_progress,
+    )
     generated = 0
     try:
         for index, cell in enumerate(cells, start=1):
