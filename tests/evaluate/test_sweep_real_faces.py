@@ -7,7 +7,8 @@ import pytest
 
 from likeness.evaluate.objective import Objective
 from likeness.evaluate.sweep import run_sweep
-from likeness.evaluate.sweep_spec import SweepSpecError, spec_from_dict
+from likeness.evaluate.sweep_spec import SweepSpecError, load_spec, spec_from_dict
+from likeness.recipes import Recipe
 from likeness.report.sweep import write_sweep_report
 
 from .conftest import screenshot
@@ -103,6 +104,19 @@ def test_spec_errors_name_the_key():
         spec_from_dict(spec_data(seeds=[1, 1]))
     with pytest.raises(SweepSpecError, match="objective.match"):
         spec_from_dict(spec_data(objective={"match": 2}))
+
+
+def test_base_recipe_file_is_read_beside_the_spec(tmp_path):
+    Recipe(model="m.safetensors", prompt="a man", cfg=5.0).write_toml(tmp_path / "base.toml")
+    (tmp_path / "sweep.toml").write_text(
+        'base = "base.toml"\nseeds = [3]\n[axes]\n"refiner.denoise" = [0.2, 0.4]\n'
+    )
+    spec = load_spec(tmp_path / "sweep.toml")
+    assert spec.name == "sweep" and spec.prompts == ("a man",)
+    assert [c.recipe.refiner.denoise for c in spec.cells()] == [0.2, 0.4]
+    assert {c.recipe.cfg for c in spec.cells()} == {5.0}
+    with pytest.raises(SweepSpecError, match="likeness sweep new"):
+        load_spec(tmp_path / "missing.toml")
 
 
 def test_explicit_cells_and_grid():

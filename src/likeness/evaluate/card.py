@@ -256,7 +256,8 @@ def run_card(
     card = store.get_card(ws.db, label)
     if card is not None and card.run_key != run_key:
         raise CardError(
-            f"card {label!r} was already run with another recipe, spec or --tries "
+            f"card {label!r} was already run with another recipe, spec, --tries or "
+            "identity.pass_match "
             f"(recipe {card.recipe_hash[:12]}); pass a new --label"
         )
     if card is None:
