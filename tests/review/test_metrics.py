@@ -54,7 +54,7 @@ def test_face_analysis_shape_gives_subject_numbers():
     assert m.flags == ("multiple_faces",)
     assert not {"sha256", "phash", "width", "label", "probabilities"} & set(m.values)
     shown = dict(m.display())
-    assert shown["yaw"] == "+31°" and shown["expression_p"] == "91%"
+    assert shown["yaw"] == "+31°" and shown["expression prob."] == "91%"
 
 
 def test_match_is_derived_from_embeddings_against_the_sources(review_ws):

@@ -46,6 +46,15 @@ DISPLAY_ORDER = (
     "brisque",
     "faces",
 )
+LABELS = {
+    "match": "match (0-10)",
+    "expression_p": "expression prob.",
+    "body_pose_p": "body pose prob.",
+    "centroid_distance": "centroid distance",
+    "face_px": "face width (px)",
+    "clipping": "clipping (%)",
+    "plastic": "plastic skin",
+}
 _REFERENCE_KEYS = ("nearest_reference", "nearest_ref", "reference_sha", "nearest_sha")
 
 
@@ -81,7 +90,7 @@ class ImageMetrics:
         shown = {k: v for k, v in self.values.items() if k not in _REFERENCE_KEYS}
         keys = [k for k in DISPLAY_ORDER if k in shown]
         keys += sorted(k for k in shown if k not in DISPLAY_ORDER)
-        return [(k, format_value(k, self.values[k])) for k in keys]
+        return [(LABELS.get(k, k.replace("_", " ")), format_value(k, self.values[k])) for k in keys]
 
 
 EMPTY = ImageMetrics()
