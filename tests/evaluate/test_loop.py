@@ -82,6 +82,13 @@ def test_interrupted_turn_resumes_without_regenerating(face_ws, scorer):
                                                        "duplicate"]  # fmt: skip
 
 
+def test_allowed_flags_do_not_reject(face_ws, scorer):
+    recipe = Recipe(model="photos", prompt="photo of a man", trigger="zq1x")
+    engine = PhotoEngine(lambda r, seed: "obama_partial_face.jpg")
+    result = run(face_ws, scorer, engine, recipe, n=1, allow_flags=("face_cut_off",))
+    assert [c.outcome for c in result.candidates] == ["queued"]
+
+
 def test_missing_recipe_names_the_file(face_ws):
     with pytest.raises(RecipeError, match="recipe.toml"):
         current_recipe(face_ws)

@@ -1,6 +1,6 @@
 """`likeness loop`: one turn of the flywheel, as far as it goes without a person.
 
-likeness loop [-n N] [--again] [--recipe FILE] [--engine E] [--json]
+likeness loop [-n N] [--again] [--recipe FILE] [--engine E] [--allow-flag F ...] [--json]
 
 The current recipe is `<workspace>/recipe.toml` (write it with `likeness sweep SPEC
 --best-out recipe.toml`, or by hand; `--recipe` points elsewhere). See
@@ -48,6 +48,10 @@ def loop(
     comfy_url: Annotated[
         str | None,
         typer.Option("--comfy-url", help="ComfyUI server URL (default: the workspace setting)."),
+    ] = None,
+    allow_flag: Annotated[
+        list[str] | None,
+        typer.Option("--allow-flag", help="A flag that does not reject a candidate; repeatable."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
@@ -100,6 +104,7 @@ def loop(
                     again=again,
                     progress=on_candidate,
                     engine_progress=step_reporter(bar),
+                    allow_flags=tuple(allow_flag or ()),
                 )
         except EngineCannotHonour as exc:
             fail(f"{loaded.engine} cannot run {ws.root / 'recipe.toml'}: {exc}")

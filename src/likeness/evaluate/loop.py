@@ -117,10 +117,13 @@ def run_loop_turn(
     again: bool = False,
     progress: LoopProgress | None = None,
     engine_progress: ProgressCallback | None = None,
+    allow_flags: tuple[str, ...] = (),
 ) -> LoopStatus:
     """Resume or start a turn, then report what it waits for.
 
     ``engine`` and ``scorer`` are factories: a call that only reports loads no model.
+    ``allow_flags`` are flags that do not reject a candidate (e.g. ``face_too_small`` for a
+    full-body recipe).
     """
     if n < 1:
         raise ValueError(f"-n: {n} must be at least 1")
@@ -134,7 +137,7 @@ def run_loop_turn(
         turn = store.create_turn(ws.db, recipe.to_dict(), recipe.recipe_hash(), n, first_seed)
     generated = 0
     if turn.state == "generating":
-        generated = _work(ws, turn, engine(), scorer(), progress, engine_progress)
+        generated = _work(ws, turn, engine(), scorer(), progress, engine_progress, allow_flags)
         store.mark_turn_queued(ws.db, turn.id)
     return status(ws, turn.id, generated=generated)
 
@@ -146,6 +149,7 @@ def _work(
     scorer: WorkspaceScorer,
     progress: LoopProgress | None,
     engine_progress: ProgressCallback | None = None,
+    allow_flags: tuple[str, ...] = (),
 ) -> int:
     """Steps 1-4 for every candidate of ``turn`` without an outcome; returns images made."""
     recipe = Recipe.from_dict(turn.recipe)
@@ -168,7 +172,9 @@ def _work(
                 continue
             cell = runner.run(recipe.with_overrides({"seed": turn.first_seed + position}))
             generated += int(cell.fresh)
-            outcome, reason, duplicate_of = _filter(ws, turn.id, cell, pass_match, scorer)
+            outcome, reason, duplicate_of = _filter(
+                ws, turn.id, cell, pass_match, scorer, allow_flags
+            )
             _record(ws, turn.id, position, cell, outcome, reason, duplicate_of)
             job.set_progress(position + 1)
             if progress:
@@ -181,7 +187,12 @@ def _work(
 
 
 def _filter(
-    ws: Workspace, turn_id: int, cell: Cell, pass_match: float, scorer: WorkspaceScorer
+    ws: Workspace,
+    turn_id: int,
+    cell: Cell,
+    pass_match: float,
+    scorer: WorkspaceScorer,
+    allow_flags: tuple[str, ...] = (),
 ) -> tuple[str, str | None, str | None]:
     """(outcome, reason, duplicate_of) of one scored candidate."""
     score = cell.score
@@ -194,8 +205,9 @@ def _filter(
         return "filtered", "identity: no face found", None
     if not score.get("pass") or float(match) < pass_match:
         return "filtered", f"identity: match {float(match):.1f} < {pass_match:g}", None
-    if score.get("flags"):
-        return "filtered", "flags: " + ", ".join(score["flags"]), None
+    flags = [f for f in score.get("flags") or () if f not in allow_flags]
+    if flags:
+        return "filtered", "flags: " + ", ".join(flags), None
     twin = near_duplicate(ws, turn_id, cell.image_sha, scorer)
     if twin is not None:
         return "duplicate", f"same face and shot as {twin[:12]}", twin
