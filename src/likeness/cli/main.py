@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from likeness import __version__
-from likeness.cli import add, comfy, dataset, demo, init, jobs
+from likeness.cli import add, comfy, dataset, demo, init, jobs, review
 
 app = typer.Typer(
     name="likeness",
@@ -52,6 +52,7 @@ app.command("jobs")(jobs.jobs)
 app.command("demo")(demo.demo)
 app.add_typer(dataset.app, name="dataset")
 app.add_typer(comfy.app, name="comfy")
+app.add_typer(review.app, name="review")
 
 
 def main() -> None:

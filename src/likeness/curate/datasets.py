@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from likeness.curate.captions import CaptionTemplate
 from likeness.curate.selection import Selection, select_images
 from likeness.store.datasets import DatasetItem, DatasetVersion, create_version
@@ -20,9 +22,14 @@ def caption_template(ws: Workspace) -> CaptionTemplate:
 
 
 def create_dataset_version(
-    ws: Workspace, name: str, selection: Selection, note: str | None = None
+    ws: Workspace,
+    name: str,
+    selection: Selection,
+    note: str | None = None,
+    on_created: Callable[[int], None] | None = None,
 ) -> DatasetVersion:
-    """Select images, caption each from the workspace's template, store a new version."""
+    """Select images, caption each from the workspace's template, store a new version
+    (`on_created(version_id)` runs in the same transaction)."""
     template = caption_template(ws)
     caption = template.render()
     records = select_images(ws.db, selection)
@@ -37,4 +44,5 @@ def create_dataset_version(
         trigger_placement=template.placement,
         selection=selection.to_dict(),
         note=note,
+        on_created=on_created,
     )

@@ -356,11 +356,15 @@ def link_version(conn: sqlite3.Connection, version_id: int, reviews: list[Review
     Example: link_version(conn, version.id, reviews_with(conn, "accepted"))
     """
     with transaction(conn):
-        conn.executemany(
-            "INSERT INTO dataset_version_reviews (version_id, image_sha, history_id) "
-            "VALUES (?, ?, ?)",
-            [(version_id, r.image_sha, r.history_id) for r in reviews],
-        )
+        insert_version_links(conn, version_id, reviews)
+
+
+def insert_version_links(conn: sqlite3.Connection, version_id: int, reviews: list[Review]) -> None:
+    """`link_version` inside a transaction the caller holds (the one creating the version)."""
+    conn.executemany(
+        "INSERT INTO dataset_version_reviews (version_id, image_sha, history_id) VALUES (?, ?, ?)",
+        [(version_id, r.image_sha, r.history_id) for r in reviews],
+    )
 
 
 def version_reviews(conn: sqlite3.Connection, version_id: int) -> list[HistoryEntry]:

@@ -17,7 +17,7 @@ from typing import Any
 
 from likeness.curate.datasets import create_dataset_version
 from likeness.curate.selection import Selection
-from likeness.review.decisions import Review, link_version, reviews_with
+from likeness.review.decisions import Review, insert_version_links, reviews_with
 from likeness.review.provenance import provenance_of
 from likeness.store.datasets import DatasetError, DatasetVersion
 from likeness.store.images import get_image
@@ -52,10 +52,21 @@ def dataset_from_accepted(ws: Workspace, name: str, note: str | None = None) -> 
             f"dataset {name!r}: no accepted images yet; accept some in `likeness review` first"
         )
     selection = Selection(shas=tuple(r.image_sha for r in accepted))
-    version = create_dataset_version(ws, name, selection, note=note or "accepted in review")
-    kept = {item.image_sha for item in version.items}
-    used = [r for r in accepted if r.image_sha in kept]
-    link_version(ws.db, version.id, used)
+    used: list[Review] = []
+
+    def link_reviews(version_id: int) -> None:
+        kept = {
+            row[0]
+            for row in ws.db.execute(
+                "SELECT image_sha FROM dataset_items WHERE version_id = ?", (version_id,)
+            )
+        }
+        used.extend(r for r in accepted if r.image_sha in kept)
+        insert_version_links(ws.db, version_id, used)
+
+    version = create_dataset_version(
+        ws, name, selection, note=note or "accepted in review", on_created=link_reviews
+    )
     return ReviewedVersion(version, tuple(used))
 
 

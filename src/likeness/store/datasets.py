@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,8 +99,13 @@ def create_version(
     trigger_placement: str,
     selection: dict[str, Any],
     note: str | None = None,
+    on_created: Callable[[int], None] | None = None,
 ) -> DatasetVersion:
-    """Write a new version (v1 for a new dataset) with its items, atomically."""
+    """Write a new version (v1 for a new dataset) with its items, atomically.
+
+    `on_created(version_id)` runs inside the same transaction, so what it records about the
+    version (e.g. the reviews that produced it) lands with it or not at all.
+    """
     check_name(name)
     if not items:
         raise DatasetError(f"dataset {name!r}: the selection matched no images; nothing to save")
@@ -139,6 +145,8 @@ def create_version(
             "INSERT INTO dataset_items (version_id, image_sha, caption) VALUES (?, ?, ?)",
             [(version_id, item.image_sha, item.caption) for item in items],
         )
+        if on_created:
+            on_created(version_id)
     return get_version(conn, name, version)
 
 
