@@ -32,6 +32,18 @@ def test_a_newer_schema_is_refused(tmp_path):
         db.connect(tmp_path / "x.db")
 
 
+def test_a_migration_numbered_below_an_applied_one_is_still_applied(tmp_path):
+    first = [(1, "0001_a.sql", "CREATE TABLE a (x);"), (3, "0003_c.sql", "CREATE TABLE c (x);")]
+    conn = db.connect(tmp_path / "x.db", migrate=False)
+    assert db.apply_migrations(conn, first) == ["0001_a.sql", "0003_c.sql"]
+    later = sorted([*first, (2, "0002_b.sql", "CREATE TABLE b (x);")])
+    assert db.apply_migrations(conn, later) == ["0002_b.sql"]
+    assert db.apply_migrations(conn, later) == []
+    assert db.schema_version(conn) == 3
+    with pytest.raises(db.SchemaTooNew):
+        db.apply_migrations(conn, first[:1])
+
+
 def test_failed_transaction_rolls_back(tmp_path):
     conn = db.connect(tmp_path / "x.db")
     with pytest.raises(RuntimeError), db.transaction(conn):

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from likeness import __version__
-from likeness.cli import add, comfy, dataset, demo, init, jobs, review
+from likeness.cli import add, card, comfy, dataset, demo, init, jobs, loop, review, sweep
 
 app = typer.Typer(
     name="likeness",
@@ -53,6 +53,9 @@ app.command("demo")(demo.demo)
 app.add_typer(dataset.app, name="dataset")
 app.add_typer(comfy.app, name="comfy")
 app.add_typer(review.app, name="review")
+app.command("sweep")(sweep.sweep)
+app.add_typer(card.app, name="card")
+app.command("loop")(loop.loop)
 
 
 def main() -> None:

@@ -78,20 +78,41 @@ def schema_version(conn: sqlite3.Connection) -> int:
     return conn.execute("PRAGMA user_version").fetchone()[0]
 
 
-def apply_migrations(conn: sqlite3.Connection) -> list[str]:
-    """Bring the schema forward; return the names of the migrations applied."""
+def apply_migrations(
+    conn: sqlite3.Connection, known: list[tuple[int, str, str]] | None = None
+) -> list[str]:
+    """Apply every shipped migration this database has not had; return their names.
+
+    Applied numbers are recorded in `schema_migrations`, so a migration numbered below one
+    already applied (two features landing in either order) is still applied.
+    """
+    known = migrations() if known is None else known
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations "
+        "(number INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+    )
     current = schema_version(conn)
-    known = migrations()
-    latest = known[-1][0] if known else 0
-    if current > latest:
+    numbers = {n for n, _, _ in known}
+    done = {r[0] for r in conn.execute("SELECT number FROM schema_migrations")}
+    if not done and current:  # written before applied numbers were recorded
+        done = {n for n in numbers if n <= current}
+    newer = sorted(done - numbers) or ([current] if current > max(numbers, default=0) else [])
+    if newer:
         raise SchemaTooNew(
-            f"database schema {current} is newer than this Likeness knows ({latest}): upgrade likeness"
+            f"database schema {newer[-1]} is newer than this Likeness knows "
+            f"({max(numbers, default=0)}): upgrade likeness"
         )
     applied = []
     for number, name, sql in known:
-        if number <= current:
+        if number in done:
             continue
-        conn.executescript(f"BEGIN IMMEDIATE;\n{sql}\nPRAGMA user_version = {number};\nCOMMIT;")
+        version = max(number, current)
+        conn.executescript(
+            f"BEGIN IMMEDIATE;\n{sql}\n"
+            f"INSERT OR REPLACE INTO schema_migrations VALUES ({number}, '{name}', '{utc_now()}');\n"
+            f"PRAGMA user_version = {version};\nCOMMIT;"
+        )
+        current = version
         applied.append(name)
     return applied
 
