@@ -39,7 +39,9 @@ def test_add_json_shape_and_exit_status(ws_dir, faces_dir, tmp_path):
     (tmp_path / "zero.jpg").write_bytes(b"")
     (tmp_path / "text.jpg").write_text("hello")
     args = ["-w", str(ws_dir), "add", str(faces_dir / "obama.jpg"), str(faces_dir / "biden.jpg")]
-    result = invoke(*args, str(tmp_path / "zero.jpg"), str(tmp_path / "text.jpg"), "--json", ok=False)
+    result = invoke(
+        *args, str(tmp_path / "zero.jpg"), str(tmp_path / "text.jpg"), "--json", ok=False
+    )
     assert result.exit_code == 1
     rows = json.loads(result.stdout)
     assert [r["status"] for r in rows] == ["stored", "stored", "rejected", "rejected"]

@@ -30,7 +30,10 @@ def _stored(db_path) -> int:
 def test_sigkill_mid_add_then_rerun_stores_everything_once(tmp_path):
     inputs = tmp_path / "in"
     inputs.mkdir()
-    expected = {sha256_bytes(random_png(inputs / f"{i:04d}.png", seed=i).read_bytes()) for i in range(N_FILES)}
+    expected = {
+        sha256_bytes(random_png(inputs / f"{i:04d}.png", seed=i).read_bytes())
+        for i in range(N_FILES)
+    }
     Workspace.create(tmp_path / "ws", name="Kill Test").close()
     command = [sys.executable, "-m", "likeness", "-w", str(tmp_path / "ws"), "add", str(inputs)]
     env = {**os.environ, "COLUMNS": "120"}
@@ -59,7 +62,11 @@ def test_sigkill_mid_add_then_rerun_stores_everything_once(tmp_path):
         assert set(shas) == expected
         for sha in shas:
             assert ws.blobs.verify(sha)
-        blob_files = [p for p in ws.blobs.root.rglob("*") if p.is_file() and not p.name.startswith(".tmp-")]
+        blob_files = [
+            p for p in ws.blobs.root.rglob("*") if p.is_file() and not p.name.startswith(".tmp-")
+        ]
         assert len(blob_files) == N_FILES
-        job = ws.db.execute("SELECT state, attempts, done, total FROM jobs WHERE kind = 'add'").fetchall()
+        job = ws.db.execute(
+            "SELECT state, attempts, done, total FROM jobs WHERE kind = 'add'"
+        ).fetchall()
         assert [tuple(j) for j in job] == [("done", 2, N_FILES, N_FILES)]

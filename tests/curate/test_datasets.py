@@ -101,7 +101,9 @@ def test_imagefolder_export_and_reencoding_of_odd_files(workspace, tmp_path):
     version = create_dataset_version(workspace, "odd", Selection())
     result = export_version(workspace, version, tmp_path / "hf", "imagefolder")
     assert result.reencoded == 2
-    rows = [json.loads(line) for line in (tmp_path / "hf" / "metadata.jsonl").read_text().splitlines()]
+    rows = [
+        json.loads(line) for line in (tmp_path / "hf" / "metadata.jsonl").read_text().splitlines()
+    ]
     assert len(rows) == 2
     for row in rows:
         with Image.open(tmp_path / "hf" / row["file_name"]) as img:
