@@ -9,13 +9,16 @@
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures as cf
 import hashlib
 import math
 import multiprocessing
 import os
 import pickle
+import queue
 import sqlite3
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -224,49 +227,98 @@ def run_parallel(
     workers: int | None,
     deliver: Callable[[str, dict[str, Any] | str], None],
 ) -> None:
-    """Analyse `todo` (sha -> path) over `workers` processes, calling `deliver` per image.
+    """Analyse `todo` (sha -> path) over `workers` processes, calling `deliver` per image
+    (always from this thread, so `deliver` may use a database connection).
 
-    This process is one of the workers: while the others start (about a second: imports and
-    model files), it already analyses images, taking them from the end of the queue; whatever
-    the pool has not started by the time it gets there, it does itself.
-
-    The other workers come from a fork server (a fresh, single-threaded process that has
-    loaded the analysis code and the dlib models once, see `likeness.metrics.warm`), not from
-    this process: forking a process whose threads hold locks (MediaPipe, TFLite, torch)
-    deadlocks the child. Each worker builds its instruments from a pickled copy.
+    This process is one of the workers and starts at once, taking images from the back of the
+    queue; a dispatcher thread feeds the other workers from the front as they become free.
+    The other workers come from a fork server (a fresh, single-threaded process that loaded
+    the analysis code and the dlib models once, see `likeness.metrics.warm`) that boots while
+    this process is already working. They are not forked from this process: forking a
+    process whose threads hold locks (MediaPipe, TFLite, torch) deadlocks the child. Each
+    worker builds its instruments from a pickled copy.
     """
     workers = max(1, min(workers or os.cpu_count() or 1, len(todo)))
-    items = list(todo.items())
+    pending = collections.deque(todo.items())
     if workers == 1:
-        for sha, path in items:
+        while pending:
+            sha, path = pending.popleft()
             deliver(sha, _analyze_file(path, sha, instruments))
         return
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["likeness.metrics.warm"])
-    else:
-        context = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(
-        max_workers=workers - 1,
-        mp_context=context,
-        initializer=_init_worker,
-        initargs=(pickle.dumps(instruments),),
-    ) as pool:
-        futures = {sha: pool.submit(_worker_analyze, str(path), sha) for sha, path in items}
-        # 1. Work from the back of the queue until meeting what the pool has taken.
-        for sha, path in reversed(items):
-            if not futures[sha].cancel():
-                break
-            del futures[sha]
-            deliver(sha, _analyze_file(path, sha, instruments))
-        # 2. Collect the pool's results.
-        waiting = {future: sha for sha, future in futures.items()}
-        for future in cf.as_completed(waiting):
-            sha = waiting[future]
+    lock = threading.Lock()
+    results: queue.Queue[tuple[str, dict[str, Any] | str] | None] = queue.Queue()
+    dispatcher = threading.Thread(
+        target=_dispatch,
+        args=(pending, lock, results, instruments, workers - 1),
+        name="likeness-score-dispatch",
+        daemon=True,
+    )
+    dispatcher.start()
+    finished = False
+
+    def drain(block: bool) -> None:
+        nonlocal finished
+        while not finished:
             try:
-                deliver(sha, future.result())
-            except Exception as exc:  # a crashed worker fails its image, not the batch
-                deliver(sha, f"analysis failed: {type(exc).__name__}: {exc}")
+                item = results.get(block=block)
+            except queue.Empty:
+                return
+            if item is None:
+                finished = True
+                return
+            deliver(*item)
+
+    # 1. Work from the back of the queue, handing over what the pool has finished.
+    while True:
+        drain(block=False)
+        with lock:
+            job = pending.pop() if pending else None
+        if job is None:
+            break
+        deliver(job[0], _analyze_file(job[1], job[0], instruments))
+    # 2. Wait for the pool's last images.
+    drain(block=True)
+    dispatcher.join()
+
+
+def _dispatch(
+    pending: collections.deque[tuple[str, Path]],
+    lock: threading.Lock,
+    results: queue.Queue,
+    instruments: Instruments,
+    pool_size: int,
+) -> None:
+    """Feed the pool from the front of `pending`, one image ahead per worker; report each
+    result (or failure) on `results`, then None."""
+    try:
+        if "forkserver" in multiprocessing.get_all_start_methods():
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(["likeness.metrics.warm"])
+        else:
+            context = multiprocessing.get_context("spawn")
+        with cf.ProcessPoolExecutor(
+            max_workers=pool_size,
+            mp_context=context,
+            initializer=_init_worker,
+            initargs=(pickle.dumps(instruments),),
+        ) as pool:
+            running: dict[cf.Future, str] = {}
+            while True:
+                with lock:
+                    while pending and len(running) < 2 * pool_size:
+                        sha, path = pending.popleft()
+                        running[pool.submit(_worker_analyze, str(path), sha)] = sha
+                if not running:
+                    break
+                done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+                for future in done:
+                    sha = running.pop(future)
+                    try:
+                        results.put((sha, future.result()))
+                    except Exception as exc:  # a crashed worker fails its image, not the batch
+                        results.put((sha, f"analysis failed: {type(exc).__name__}: {exc}"))
+    finally:
+        results.put(None)
 
 
 _WORKER_INSTRUMENTS: Instruments | None = None
