@@ -34,3 +34,13 @@ def test_pixels_alone_do_not_group_different_people():
     b = FaceItem("b", np.full(128, 0.1), "ffff0000ffff0000")  # distance 1.13
     assert same_face_groups([a, b]) == []
     assert phash_distance("ffff0000ffff0000", "ffff0000ffff0001") == 1
+
+
+def test_face_items_from_a_scoring_run(run):
+    from likeness.metrics.dedup import face_items
+
+    items = face_items(run.analyses)
+    assert len(items) == len(run.analyses)
+    # The sample photos are all different shots: nothing groups.
+    assert same_face_groups(items) == []
+    assert sum(i.embedding is None for i in items) == 0

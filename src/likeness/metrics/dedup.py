@@ -14,10 +14,14 @@ Groups are the connected components of that relation (union-find), largest first
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from likeness.metrics.analysis import ImageAnalysis
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,14 @@ class FaceItem:
     embedding: np.ndarray | None
     phash: str
     """pHash as 16 hex digits (imagehash's str form)."""
+
+
+def face_items(analyses: Mapping[str, ImageAnalysis]) -> list[FaceItem]:
+    """FaceItems (key = image sha256) from cached analyses, e.g. `ScoreRun.analyses`."""
+    return [
+        FaceItem(sha, a.face.embedding if a.face is not None else None, a.phash)
+        for sha, a in analyses.items()
+    ]
 
 
 def phash_distance(a: str, b: str) -> int:

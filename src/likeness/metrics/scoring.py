@@ -268,17 +268,22 @@ def run_parallel(
                 return
             deliver(*item)
 
-    # 1. Work from the back of the queue, handing over what the pool has finished.
-    while True:
-        drain(block=False)
+    try:
+        # 1. Work from the back of the queue, handing over what the pool has finished.
+        while True:
+            drain(block=False)
+            with lock:
+                job = pending.pop() if pending else None
+            if job is None:
+                break
+            deliver(job[0], _analyze_file(job[1], job[0], instruments))
+        # 2. Wait for the pool's last images.
+        drain(block=True)
+    finally:
+        # On an error or Ctrl-C here, the pool takes nothing more (its running images finish).
         with lock:
-            job = pending.pop() if pending else None
-        if job is None:
-            break
-        deliver(job[0], _analyze_file(job[1], job[0], instruments))
-    # 2. Wait for the pool's last images.
-    drain(block=True)
-    dispatcher.join()
+            pending.clear()
+        dispatcher.join()
 
 
 def _dispatch(
