@@ -216,24 +216,27 @@ def _plain(score: Any) -> dict[str, Any]:
 
 
 def _print_summary(result: dict[str, Any]) -> None:
+    scores = {s.get("sha256"): s for s in result["scores"] or []}
     table = Table(title=f"job {result['job']}: {result['engine']}, base seed {result['seed']}")
     table.add_column("seed", justify="right")
     table.add_column("image")
     table.add_column("status")
     table.add_column("seconds", justify="right")
+    if scores:
+        table.add_column("match", justify="right")
+        table.add_column("flags")
     for row in result["images"]:
-        table.add_row(
+        cells = [
             str(row["seed"]),
             (row["sha256"] or "")[:12],
             row["status"] + (f" ({row['reason']})" if row["reason"] else ""),
             "" if row["total_s"] is None else f"{row['total_s']:.1f}",
-        )
+        ]
+        if scores:
+            score = scores.get(row["sha256"]) or {}
+            match = score.get("match")
+            cells += ["" if match is None else str(match), ", ".join(score.get("flags") or [])]
+        table.add_row(*cells)
     out.print(table)
-    if result["scores"]:
-        matches = [s.get("match") for s in result["scores"] if s.get("match") is not None]
-        if matches:
-            out.print(
-                f"identity match: best {max(matches)}, median {sorted(matches)[len(matches) // 2]}"
-            )
-    elif result["score_error"]:
+    if result["score_error"]:
         err.print(f"not scored: {result['score_error']}", highlight=False)

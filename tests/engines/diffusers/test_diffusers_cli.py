@@ -107,3 +107,31 @@ def test_generate_refuses_before_any_work(workspace, tmp_path, recipe_file):
         _app(workspace.root), ["generate", "--recipe", str(recipe_file), "--set", "cfg=x"]
     )
     assert result.exit_code == 2 and "cfg" in result.output
+
+
+def test_generate_scores_new_images_against_the_source_photos(
+    workspace, recipe_file, faces_dir, monkeypatch
+):
+    import likeness.metrics
+    from likeness.curate.ingest import Ingester
+
+    source = Ingester(workspace, origin="source").ingest_file(faces_dir / "obama.jpg")
+    seen = {}
+
+    class Run:
+        scores = ({"sha256": "x", "match": 0.9, "flags": []},)
+
+    def fake_score(paths, references, *, conn=None, **kwargs):
+        seen.update(paths=list(paths), references=list(references), conn=conn)
+        return Run()
+
+    monkeypatch.setattr(likeness.metrics, "score_images", fake_score)
+    result = CliRunner().invoke(
+        _app(workspace.root), ["generate", "--recipe", str(recipe_file), "-n", "2", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["scores"] == [{"sha256": "x", "match": 0.9, "flags": []}]
+    assert seen["references"] == [workspace.blobs.path(source.sha256)]
+    assert seen["paths"] == [workspace.blobs.path(r["sha256"]) for r in data["images"]]
+    assert seen["conn"] is not None
