@@ -37,7 +37,11 @@ def reference_crop(
     image: Image.Image, face: Face, size: int = 1024, margin: float = 0.4
 ) -> Image.Image:
     """The face as a `size` x `size` RGB image; parts of the square outside the photo are
-    filled by repeating the border pixels (no black bars for an adapter to copy)."""
+    filled by repeating the border pixels (no black bars for an adapter to copy).
+
+    Example:
+        >>> reference_crop(photo, face, size=1024, margin=0.4).save("ref_face.png")  # doctest: +SKIP
+    """
     if size < 16:
         raise ValueError(f"size must be >= 16 px, got {size}")
     left, top, right, bottom = crop_box(face, margin)

@@ -52,7 +52,12 @@ MODEL_POINTS_5 = np.array(
 
 
 def head_pose(landmarks: np.ndarray, width: int, height: int) -> HeadPose:
-    """Yaw, pitch and roll in degrees from 68 (or 5) landmarks of an image `width` x `height`."""
+    """Yaw, pitch and roll in degrees from 68 (or 5) landmarks of an image `width` x `height`.
+
+    Example:
+        >>> head_pose(face.points, 910, 1137).yaw  # doctest: +SKIP
+        0.4
+    """
     pts = np.asarray(landmarks, dtype=np.float64).reshape(-1, 2)
     if pts.shape[0] == 68:
         return solve_pose(pts[list(LANDMARK_IDS)], MODEL_POINTS, 2, 3, 0, width, height)

@@ -39,7 +39,11 @@ class SubjectRules:
 def select_subject(
     faces: Sequence[Face], width: int, height: int, rules: SubjectRules | None = None
 ) -> int | None:
-    """Index of the subject face in `faces`, or None when there is none."""
+    """Index of the subject face in `faces`, or None when there is none.
+
+    Example:
+        >>> subject = select_subject(faces, image.width, image.height)  # doctest: +SKIP
+    """
     rules = rules or SubjectRules()
     if not faces:
         return None
@@ -59,7 +63,12 @@ def face_flags(
     height: int,
     rules: SubjectRules | None = None,
 ) -> tuple[str, ...]:
-    """The flags above, in a fixed order."""
+    """The flags above, in a fixed order.
+
+    Example:
+        >>> face_flags(faces, subject, 1280, 886)  # doctest: +SKIP
+        ('multiple_faces',)
+    """
     rules = rules or SubjectRules()
     if subject is None:
         return (NO_FACE,)

@@ -29,7 +29,12 @@ PROFILE_LIMIT = 60.0
 
 
 def yaw_bucket(yaw: float) -> Angle | None:
-    """The bucket for a yaw in degrees (None for NaN, i.e. no pose)."""
+    """The bucket for a yaw in degrees (None for NaN, i.e. no pose).
+
+    Example:
+        >>> yaw_bucket(34.0)
+        'half_left'
+    """
     if not math.isfinite(yaw):
         return None
     side = "left" if yaw > 0 else "right"

@@ -47,7 +47,12 @@ def phash_distance(a: str, b: str) -> int:
 def same_face_groups(
     items: Sequence[FaceItem], max_face_distance: float = 0.15, max_phash_bits: int = 12
 ) -> list[list[str]]:
-    """Groups (lists of keys, each of two or more) of same-face near-identical images."""
+    """Groups (lists of keys, each of two or more) of same-face near-identical images.
+
+    Example:
+        >>> same_face_groups(face_items(run.analyses))  # doctest: +SKIP
+        [['3c17...', '9a0e...']]
+    """
     with_face = [i for i in items if i.embedding is not None]
     parent = list(range(len(with_face)))
 
