@@ -106,13 +106,24 @@ def test_upscale_by_factor_and_with_a_spandrel_model(tmp_path):
     assert plain.size == (48, 36) and plain.getpixel((10, 10)) == (200, 40, 90)
 
 
-def test_engine_upscales_by_factor(engine, tiny_recipe):
+def test_engine_upscales_by_factor_and_with_a_model(engine, tiny_recipe, tmp_path):
+    from safetensors.torch import save_file
+
+    passes.import_spandrel()
+    from spandrel.architectures.ESRGAN import ESRGAN
+
     recipe = tiny_recipe.with_overrides(
         {"refiner.enabled": False, "upscale.enabled": True, "upscale.factor": 2.0}
     )
     g = engine.generate(recipe, 1)[0]
     assert g.image().size == (2 * SIZE, 2 * SIZE)
     assert (g.provenance["width"], g.provenance["height"]) == (2 * SIZE, 2 * SIZE)
+    net = ESRGAN(in_nc=3, out_nc=3, num_filters=8, num_blocks=1, scale=4)
+    model = tmp_path / "x4.safetensors"
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, model)
+    g = engine.generate(recipe.with_overrides({"upscale.model": str(model)}), 1)[0]
+    assert g.image().size == (2 * SIZE, 2 * SIZE)  # the model's 4x, resized to the factor
+    assert len(g.provenance["upscaler_sha256"]) == 64
 
 
 # -- refused up front -----------------------------------------------------------------
@@ -192,6 +203,16 @@ def test_other_refusals_name_their_field(tmp_path, tiny_models, tiny_recipe):
     save_file({"weight": torch.zeros(1)}, not_lora)
     recipe = tiny_recipe.with_overrides({"loras": [LoraSpec(str(not_lora)).__dict__]})
     assert _refusal(engine, recipe).field == "loras.0.path"
+
+
+def test_release_drops_the_cached_pipeline(tiny_recipe):
+    engine = DiffusersEngine()
+    first = engine.pipeline(tiny_recipe)
+    assert engine.pipeline(tiny_recipe) is first  # cached between calls
+    engine.release()
+    assert engine._pipe is None and engine._views == {}
+    assert engine.pipeline(tiny_recipe) is not first
+    engine.release()
 
 
 def test_edit_says_it_is_not_available(engine):

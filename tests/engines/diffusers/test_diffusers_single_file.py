@@ -34,6 +34,27 @@ def test_single_file_checkpoint_loads_back_bit_exactly(tiny_models):
             assert torch.equal(a[key], b[key]), f"{name}.{key}"
 
 
+def test_pickle_checkpoint_loads_only_when_allowed(tiny_models, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from likeness.engines.base import EngineCannotHonour
+
+    ckpt = tmp_path / "tiny.ckpt"
+    torch.save({"state_dict": load_file(tiny_models.sdxl_single)}, ckpt)
+    with pytest.raises(EngineCannotHonour):
+        resolve_model(str(ckpt), "sdxl")
+    pipe = load_pipeline(
+        resolve_model(str(ckpt), "sdxl", allow_pickle=True),
+        device="cpu",
+        dtype=torch.float32,
+        config=tiny_models.sdxl,
+    )
+    reference = load_file(tiny_models.sdxl_single)
+    key = "model.diffusion_model.input_blocks.4.1.proj_in.weight"
+    assert torch.equal(pipe.unet.down_blocks[1].attentions[0].proj_in.weight, reference[key])
+
+
 def test_sd15_single_file_checkpoint_loads_back_bit_exactly(tiny_models):
     import torch
 
