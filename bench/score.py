@@ -63,18 +63,25 @@ def make_images(folder: Path, which: str) -> list[Path]:
     return paths
 
 
-def baseline(paths: list[Path], reference: Path) -> tuple[float, list[bool]]:
-    """Seconds (model loading included, as for the pipeline) and verdicts of the plain loop."""
+def load_baseline_models() -> tuple[float, tuple]:
+    """Seconds to load the three dlib models the plain loop uses, and the models."""
     import dlib
 
     start = time.perf_counter()
     spec = importlib.util.find_spec("face_recognition_models")
-    models = Path(list(spec.submodule_search_locations)[0]) / "models"
-    detector = dlib.get_frontal_face_detector()
-    shape = dlib.shape_predictor(str(models / "shape_predictor_68_face_landmarks.dat"))
-    encoder = dlib.face_recognition_model_v1(
-        str(models / "dlib_face_recognition_resnet_model_v1.dat")
+    folder = Path(list(spec.submodule_search_locations)[0]) / "models"
+    models = (
+        dlib.get_frontal_face_detector(),
+        dlib.shape_predictor(str(folder / "shape_predictor_68_face_landmarks.dat")),
+        dlib.face_recognition_model_v1(str(folder / "dlib_face_recognition_resnet_model_v1.dat")),
     )
+    return time.perf_counter() - start, models
+
+
+def baseline(paths: list[Path], reference: Path, models: tuple) -> tuple[float, list[bool]]:
+    """Seconds (models already loaded) and verdicts of the plain loop."""
+    detector, shape, encoder = models
+    start = time.perf_counter()
 
     def faces(path: Path) -> list[tuple[float, np.ndarray]]:
         img = np.asarray(Image.open(path).convert("RGB"))
@@ -105,36 +112,46 @@ def pipeline(paths, reference, instruments, workers, conn=None):
 
 
 def measure(name: str, paths: list[Path], reference: Path, instruments, args, folder: Path):
+    """Cold: the first call in this process (the pipeline loads its models and boots its fork
+    server; the plain loop's model loading is added to its time). Warm: later calls, models
+    loaded on both sides (median of --repeat runs)."""
     from likeness.store.db import connect
 
     n = len(paths)
-    base_times, cold_times, cache_times = [], [], []
-    for attempt in range(args.repeat):
-        t, base_verdicts = baseline(paths, reference)
+    load_time, models = load_baseline_models()
+    base_times, runs = [], []
+    for _ in range(1 + args.repeat):
+        t, base_verdicts = baseline(paths, reference, models)
         base_times.append(t)
-        t, cold = pipeline(paths, reference, instruments, args.workers)
-        cold_times.append(t)
-        conn = connect(folder / f"bench-{name}-{attempt}.db")
-        pipeline(paths, reference, instruments, args.workers, conn)  # fills the cache
+        runs.append(pipeline(paths, reference, instruments, args.workers))
+    conn = connect(folder / f"bench-{name}.db")
+    pipeline(paths, reference, instruments, args.workers, conn)  # fills the cache
+    cache_times = []
+    for _ in range(max(3, args.repeat)):
         t, cached = pipeline(paths, reference, instruments, args.workers, conn)
-        cache_times.append(t)
         assert cached.analyzed == 0, "the second run should read everything from the cache"
-        conn.close()
-    base, cold_t, cache_t = (statistics.median(x) for x in (base_times, cold_times, cache_times))
-    verdicts = [s.passed for s in cold.scores]
-    cached_verdicts = [s.passed for s in cached.scores]
-    same = verdicts == base_verdicts == cached_verdicts
-    print(f"[{name}] {n} images")
-    print(f"  plain dlib loop (1 process, full-size HOG): {n / base:8.2f} images/s")
-    print(f"  likeness score, cold:                      {n / cold_t:8.2f} images/s")
-    print(f"  likeness score, from cache:                {n / cache_t:8.2f} images/s")
-    print(
-        f"  pipeline/plain: {base / cold_t:.2f}x   cache/plain: {base / cache_t:.0f}x   "
-        f"cache/cold: {cold_t / cache_t:.0f}x"
+        cache_times.append(t)
+    conn.close()
+    cold_base, cold = base_times[0] + load_time, runs[0][0]
+    warm_base = statistics.median(base_times[1:])
+    warm = statistics.median(t for t, _ in runs[1:])
+    cache_t = statistics.median(cache_times)
+    verdicts = [[s.passed for s in run.scores] for _, run in runs]
+    same = (
+        all(v == base_verdicts for v in verdicts)
+        and [s.passed for s in cached.scores] == base_verdicts
     )
-    print(f"  verdicts equal: {same} ({sum(verdicts)} pass of {n})")
+    print(f"[{name}] {n} images")
+    print(
+        f"  plain dlib loop, cold / warm:      {n / cold_base:7.2f} / {n / warm_base:7.2f} images/s"
+    )
+    print(f"  likeness score, cold / warm:       {n / cold:7.2f} / {n / warm:7.2f} images/s")
+    print(f"  likeness score, from cache:        {n / cache_t:7.1f} images/s")
+    print(f"  pipeline/plain: cold {cold_base / cold:.2f}x, warm {warm_base / warm:.2f}x")
+    print(f"  cache/plain: {warm_base / cache_t:.0f}x   cache/pipeline: {warm / cache_t:.0f}x")
+    print(f"  verdicts equal: {same} ({sum(base_verdicts)} pass of {n})")
     if not same:
-        for p, a, b in zip(paths, base_verdicts, verdicts, strict=True):
+        for p, a, b in zip(paths, base_verdicts, verdicts[0], strict=True):
             if a != b:
                 print(f"    differs: {p.name}: plain {a}, pipeline {b}")
 
@@ -144,7 +161,7 @@ def main() -> None:
     parser.add_argument("--set", choices=["samples", "upscaled", "both"], default="both")
     parser.add_argument("--workers", type=int, default=None, help="default: one per core")
     parser.add_argument("--no-body-pose", action="store_true", help="skip MediaPipe BlazePose")
-    parser.add_argument("--repeat", type=int, default=1, help="runs of each timing (median)")
+    parser.add_argument("--repeat", type=int, default=2, help="warm runs of each (median)")
     args = parser.parse_args()
 
     from likeness.metrics import Instruments
