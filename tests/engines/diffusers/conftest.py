@@ -34,6 +34,8 @@ class TinyModels:
     lora_kohya_original: Path
     lora_kohya_diffusers: Path
     lora_kohya_alpha4: Path
+    lora_te_diffusers: Path
+    lora_te_kohya: Path
 
 
 @pytest.fixture(scope="session")
@@ -45,7 +47,7 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
     from safetensors.torch import save_file
 
     from likeness.engines.diffusers.checkpoint import save_single_file
-    from likeness.engines.diffusers.kohya import unet_lora_to_kohya
+    from likeness.engines.diffusers.kohya import text_encoder_lora_to_kohya, unet_lora_to_kohya
     from likeness.engines.diffusers.tiny import tiny_flux, tiny_sd15, tiny_sdxl
 
     root = tmp_path_factory.mktemp("tiny")
@@ -95,6 +97,28 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
         unet_lora_to_kohya(state, alpha=LORA_ALPHA / 2, unet_config=pipe.unet.config),
         root / "lora-kohya-alpha4.safetensors",
     )
+    # Text-encoder LoRAs (alpha 2 at rank 4) in both formats.
+    te_config = LoraConfig(
+        r=LORA_RANK,
+        lora_alpha=2,
+        init_lora_weights=False,
+        target_modules=["q_proj", "k_proj", "v_proj", "out_proj"],
+    )
+    torch.manual_seed(3)
+    pipe.text_encoder.add_adapter(te_config)
+    pipe.text_encoder_2.add_adapter(te_config)
+    te1 = get_peft_model_state_dict(pipe.text_encoder)
+    te2 = get_peft_model_state_dict(pipe.text_encoder_2)
+    StableDiffusionXLPipeline.save_lora_weights(
+        root / "lora-te-diffusers",
+        text_encoder_lora_layers=te1,
+        text_encoder_2_lora_layers=te2,
+        text_encoder_lora_adapter_metadata=te_config.to_dict(),
+        text_encoder_2_lora_adapter_metadata=te_config.to_dict(),
+    )
+    te_kohya = text_encoder_lora_to_kohya(te1, alpha=2)
+    te_kohya.update(text_encoder_lora_to_kohya(te2, alpha=2, encoder="text_encoder_2"))
+    save_file(te_kohya, root / "lora-te-kohya.safetensors")
     return TinyModels(
         sdxl=root / "sdxl",
         sdxl_single=root / "sdxl-single.safetensors",
@@ -106,6 +130,8 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
         lora_kohya_original=root / "lora-kohya-original.safetensors",
         lora_kohya_diffusers=root / "lora-kohya-diffusers.safetensors",
         lora_kohya_alpha4=root / "lora-kohya-alpha4.safetensors",
+        lora_te_diffusers=root / "lora-te-diffusers" / "pytorch_lora_weights.safetensors",
+        lora_te_kohya=root / "lora-te-kohya.safetensors",
     )
 
 

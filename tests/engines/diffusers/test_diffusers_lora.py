@@ -58,6 +58,18 @@ def test_kohya_alpha_is_honoured(engine, tiny_recipe, tiny_models):
     assert np.abs(half_alpha - other).mean() > 0.5
 
 
+def test_text_encoder_loras_in_kohya_and_diffusers_formats(
+    engine, tiny_recipe, tiny_models, base_image
+):
+    keys = safetensors_keys(tiny_models.lora_te_kohya)
+    assert any(k.startswith("lora_te1_text_model_encoder_layers_0") for k in keys)
+    assert any(k.startswith("lora_te2_text_model_encoder_layers_0") for k in keys)
+    kohya = render(engine, tiny_recipe, [(tiny_models.lora_te_kohya, 1.0)])
+    diffusers = render(engine, tiny_recipe, [(tiny_models.lora_te_diffusers, 1.0)])
+    assert np.abs(kohya - base_image).mean() > 0.3  # the text encoders changed
+    assert np.abs(kohya - diffusers).max() <= 1.0
+
+
 def test_several_loras_at_once_add_up(engine, tiny_recipe, tiny_models, base_image):
     both = render(
         engine,

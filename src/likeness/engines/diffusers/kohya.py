@@ -17,7 +17,10 @@ from typing import Any
 
 from likeness.engines.diffusers.checkpoint import unet_module_to_original
 
-_LORA_KEY = re.compile(r"(?:unet\.)?(.+)\.lora_([AB])\.(?:default\.)?weight")
+_LORA_KEY = re.compile(
+    r"(?:unet\.|text_encoder\.|text_encoder_2\.)?(.+)\.lora_([AB])\.(?:default\.)?weight"
+)
+TEXT_ENCODER_PREFIXES = {"text_encoder": "lora_te1_", "text_encoder_2": "lora_te2_"}
 
 
 def unet_lora_to_kohya(
@@ -53,6 +56,34 @@ def unet_lora_to_kohya(
         if layout == "original":
             name = unet_module_to_original(module, unet_config.layers_per_block, up_attn)
         base = "lora_unet_" + name.replace(".", "_")
+        out[base + ".lora_down.weight"] = weights["A"].contiguous()
+        out[base + ".lora_up.weight"] = weights["B"].contiguous()
+        a = alpha[module] if isinstance(alpha, dict) else alpha
+        out[base + ".alpha"] = torch.tensor(float(a), dtype=weights["A"].dtype)
+    return out
+
+
+def text_encoder_lora_to_kohya(
+    state: dict[str, Any], *, alpha: float | dict[str, float], encoder: str = "text_encoder"
+) -> dict[str, Any]:
+    """Kohya state dict (``lora_te1_*`` / ``lora_te2_*``) from peft CLIP text-encoder LoRA
+    weights; ``encoder`` is "text_encoder" (CLIP-L, te1) or "text_encoder_2" (bigG, te2)."""
+    import torch
+
+    if encoder not in TEXT_ENCODER_PREFIXES:
+        raise ValueError(f"encoder: {encoder!r} is not text_encoder or text_encoder_2")
+    modules: dict[str, dict[str, Any]] = {}
+    for key, value in state.items():
+        m = _LORA_KEY.fullmatch(key)
+        if not m:
+            raise KeyError(f"{key!r} is not a peft LoRA key (<module>.lora_A/B.weight)")
+        module = m.group(1)
+        if not module.startswith("text_model."):  # CLIPTextModel is flat in recent transformers
+            module = "text_model." + module
+        modules.setdefault(module, {})[m.group(2)] = value
+    out: dict[str, Any] = {}
+    for module, weights in modules.items():
+        base = TEXT_ENCODER_PREFIXES[encoder] + module.replace(".", "_")
         out[base + ".lora_down.weight"] = weights["A"].contiguous()
         out[base + ".lora_up.weight"] = weights["B"].contiguous()
         a = alpha[module] if isinstance(alpha, dict) else alpha

@@ -123,16 +123,21 @@ class LoraSet:
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """Hide diffusers' per-file notices (e.g. "no text encoder keys") while loading."""
+    """Hide per-file notices while loading: diffusers' "no text encoder keys" and the load
+    report transformers prints when the adapter layers are created (before their weights are
+    set, so it lists every LoRA weight as missing)."""
     import warnings
 
     from diffusers.utils import logging as dlog
+    from transformers.utils import logging as tlog
 
-    level = dlog.get_verbosity()
+    levels = dlog.get_verbosity(), tlog.get_verbosity()
     dlog.set_verbosity_error()
+    tlog.set_verbosity_error()
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Already found a `peft_config`")
             yield
     finally:
-        dlog.set_verbosity(level)
+        dlog.set_verbosity(levels[0])
+        tlog.set_verbosity(levels[1])
