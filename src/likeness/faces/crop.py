@@ -36,15 +36,18 @@ def crop_box(face: Face, margin: float = 0.4) -> tuple[int, int, int, int]:
 def reference_crop(
     image: Image.Image, face: Face, size: int = 1024, margin: float = 0.4
 ) -> Image.Image:
-    """The face as a `size` x `size` RGB image; parts of the square outside the photo are
-    filled by repeating the border pixels (no black bars for an adapter to copy).
+    """The face as a `size` x `size` RGB image.
+
+    A square that would leave the photo is first moved, then shrunk (never below the face
+    itself) to stay inside it; only a face that is itself cut off by the border gets the
+    missing part filled by repeating the border pixels (no black bars for an adapter to copy).
 
     Example:
         >>> reference_crop(photo, face, size=1024, margin=0.4).save("ref_face.png")  # doctest: +SKIP
     """
     if size < 16:
         raise ValueError(f"size must be >= 16 px, got {size}")
-    left, top, right, bottom = crop_box(face, margin)
+    left, top, right, bottom = fit_square(crop_box(face, margin), face, *image.size)
     width, height = image.size
     pad = max(0, -left, -top, right - width, bottom - height)
     source = image.convert("RGB")
@@ -55,3 +58,28 @@ def reference_crop(
         source = Image.fromarray(arr)
         left, top, right, bottom = left + pad, top + pad, right + pad, bottom + pad
     return source.crop((left, top, right, bottom)).resize((size, size), Image.Resampling.LANCZOS)
+
+
+def fit_square(
+    square: tuple[int, int, int, int], face: Face, width: int, height: int
+) -> tuple[int, int, int, int]:
+    """Move `square` inside a `width` x `height` image, shrinking it down to the image's short
+    side but never below the face box; what still sticks out is where the face is cut off."""
+    left, top, right, bottom = square
+    side = right - left
+    face_side = int(round(max(face.box.width, face.box.height)))
+    side = max(min(side, width, height), min(face_side, side))
+    cx, cy = (left + right) / 2, (top + bottom) / 2
+    left = int(round(cx - side / 2))
+    top = int(round(cy - side / 2))
+    # Shift inside, as far as the image allows.
+    if side <= width:
+        left = min(max(left, 0), width - side)
+    if side <= height:
+        top = min(max(top, 0), height - side)
+    # Never shift the face out of the square.
+    left = min(left, int(face.box.x0)) if face.box.x0 >= 0 else left
+    top = min(top, int(face.box.y0)) if face.box.y0 >= 0 else top
+    left = max(left, int(round(face.box.x1)) - side)
+    top = max(top, int(round(face.box.y1)) - side)
+    return (left, top, left + side, top + side)
