@@ -50,3 +50,46 @@ def test_scrfd_decoding_places_one_face_box_and_keypoints():
     assert boxes.shape == (1, 4) and scores.tolist() == pytest.approx([0.9])
     assert boxes[0].tolist() == pytest.approx([256, 128, 384, 256])  # halved scale: doubled
     assert kps[0, 2].tolist() == pytest.approx([320, 192])  # nose at the centre
+
+
+class _FakeSession:
+    """Stands in for an onnxruntime session: fixed outputs, records its inputs."""
+
+    def __init__(self, outputs):
+        self.outputs = outputs
+        self.inputs = []
+
+    def get_inputs(self):
+        return [type("Input", (), {"name": "input.1"})()]
+
+    def run(self, _names, feeds):
+        self.inputs.append(feeds["input.1"])
+        return self.outputs
+
+
+def test_analyze_aligns_five_points_and_normalises_the_embedding(tmp_path):
+    from likeness.faces.insightface_backend import ARCFACE_TEMPLATE, InsightFaceAnalyzer
+
+    size = 640
+    outputs = [
+        np.zeros(((size // stride) ** 2 * 2, width), np.float32)
+        for width in (1, 4, 10)  # scores, box distances, keypoint offsets ...
+        for stride in (8, 16, 32)  # ... for each stride
+    ]
+    cell = (3 * (size // 32) + 5) * 2  # centre (160, 96) at stride 32
+    outputs[2][cell] = 0.95
+    outputs[5][cell] = [1, 1, 1, 1]
+    # Keypoints laid out like ArcFace's template around the centre.
+    template = (ARCFACE_TEMPLATE - ARCFACE_TEMPLATE.mean(axis=0)) / 64.0
+    outputs[8][cell] = template.reshape(-1)
+    analyzer = InsightFaceAnalyzer(tmp_path)
+    recogniser = _FakeSession([np.full((1, 512), 3.0, np.float32)])
+    analyzer._sessions = (_FakeSession(outputs), recogniser)
+    rgb = np.zeros((480, 640, 3), np.uint8)  # scale 1: detection pixels are image pixels
+    (face,) = analyzer.analyze(rgb)
+    assert face.score == pytest.approx(0.95)
+    assert face.box.as_list() == pytest.approx([128, 64, 192, 128])
+    assert len(face.landmarks) == 5 and len(face.descriptor) == 512
+    assert np.linalg.norm(face.embedding) == pytest.approx(1.0)
+    assert recogniser.inputs[0].shape == (1, 3, 112, 112)
+    assert abs(face.pose.yaw) < 10  # a symmetric layout reads as frontal
