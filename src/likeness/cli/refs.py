@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from likeness.cli.common import JSON_HELP, err, fail, out, print_json, progress_bar
+from likeness.cli.common import err, fail, out, print_json, progress_bar
 from likeness.cli.score import _expand, _maybe_workspace, _workspace_images
 
 app = typer.Typer(help="Reference photos: face crops for identity adapters.", no_args_is_help=True)
@@ -38,7 +38,14 @@ def crop(
     recursive: Annotated[
         bool, typer.Option("--recursive", "-r", help="Descend into folders.")
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print a JSON list on stdout: one {source, name, crop, flags, box, error} "
+            "object per photo (crop is null when no face was found).",
+        ),
+    ] = False,
 ) -> None:
     """Write square face-only crops of reference photos (PNG, `<name>_face.png`).
 

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from likeness.cli.common import JSON_HELP, err, fail, out, print_json, progress_bar, workspace_path
+from likeness.cli.common import err, fail, out, print_json, progress_bar, workspace_path
 from likeness.curate.ingest import expand_inputs
 
 CSV_FIELDS = (
@@ -34,7 +34,12 @@ def score(
             help="Reference photos or folders (default in a workspace: its source images).",
         ),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="Print one JSON object per image on stdout (shape: docs/metrics.md)."
+        ),
+    ] = False,
     csv_file: Annotated[
         Path | None, typer.Option("--csv", help="Also write one CSV row per image here.")
     ] = None,
