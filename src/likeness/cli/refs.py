@@ -81,7 +81,10 @@ def crop(
         task = bar.add_task("cropping", total=len(sources))
         for path in sources:
             label = names.get(str(path), path.name)
-            entry: dict[str, Any] = {"source": str(path), "name": label, "crop": None}
+            entry: dict[str, Any] = {
+                "source": str(path), "name": label, "crop": None, "flags": [], "box": None,
+                "error": None,
+            }  # fmt: skip
             try:
                 image = open_image(path).image
             except (ImageRejected, OSError) as exc:
