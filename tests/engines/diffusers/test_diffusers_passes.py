@@ -215,6 +215,27 @@ def test_release_drops_the_cached_pipeline(tiny_recipe):
     engine.release()
 
 
+def test_single_file_of_another_family_or_broken_is_refused(tmp_path, tiny_models, tiny_recipe):
+    import torch
+    from safetensors.torch import save_file
+
+    from likeness.engines.base import EngineError
+
+    engine = DiffusersEngine()
+    wrong = tiny_recipe.with_overrides({"model": str(tiny_models.sdxl_single), "family": "sd15"})
+    err = _refusal(engine, wrong)
+    assert err.field == "family" and "sdxl" in str(err)
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"\x01\x02")
+    assert _refusal(engine, tiny_recipe.with_overrides({"model": str(garbage)})).field == "model"
+    unknown = tmp_path / "unknown.safetensors"
+    save_file({"weight": torch.zeros(2)}, unknown)
+    recipe = tiny_recipe.with_overrides({"model": str(unknown)})
+    engine.check(recipe)  # the names say nothing; loading decides
+    with pytest.raises(EngineError, match="unknown.safetensors could not be loaded as sdxl"):
+        engine.generate(recipe, 1)
+
+
 def test_edit_says_it_is_not_available(engine):
     with pytest.raises(NotImplementedError, match="edit"):
         engine.edit(Image.new("RGB", (8, 8)), "make it sunny")

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from likeness.engines.base import (
     EngineCannotHonour,
+    EngineError,
     GeneratedImage,
     ProgressCallback,
     ProgressUpdate,
@@ -162,7 +163,14 @@ class DiffusersEngine:
         key = (source, device, str(dtype), str(self._config))
         if self._key != key:
             self.release()
-            self._pipe = load_pipeline(source, device=device, dtype=dtype, config=self._config)
+            try:
+                self._pipe = load_pipeline(source, device=device, dtype=dtype, config=self._config)
+            except Exception as exc:  # diffusers raises many kinds for a broken file
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                raise EngineError(
+                    f"model: {recipe.model} could not be loaded as {recipe.family} "
+                    f"({type(exc).__name__}: {first})"
+                ) from exc
             self._base_scheduler = dict(self._pipe.scheduler.config)
             self._key = key
         return self._pipe
@@ -273,6 +281,7 @@ class DiffusersEngine:
                     generator=torch.Generator("cpu").manual_seed(seed),
                     find_face=self._find_face,
                     multiple=pipe.vae_scale_factor * (2 if recipe.family == "flux" else 1),
+                    callback=_step_callback(report, "detailer", recipe.detailer.steps),
                 )
                 images[i] = detail.image
                 notes[i]["detailer"] = {

@@ -91,7 +91,39 @@ def resolve_model(model: str, family: str, *, allow_pickle: bool = False) -> Mod
             "model", model, "is a single file; FLUX loads from a diffusers folder here"
         )
     config_folder(family)
+    if suffix == ".safetensors":
+        found = _checkpoint_family(path)
+        if found is not None and found != family:
+            raise EngineCannotHonour(
+                "family", family, f"does not match {path.name}, which holds a {found} model"
+            )
     return ModelSource("single_file", path, family)
+
+
+# Tensor names that tell the model family of an original-layout checkpoint.
+_FAMILY_MARKERS = (
+    ("double_blocks.", "flux"),
+    ("conditioner.embedders.1.model.", "sdxl"),
+    ("conditioner.embedders.0.model.", "sdxl refiner"),
+    ("cond_stage_model.model.", "sd2"),
+    ("cond_stage_model.transformer.", "sd15"),
+)
+
+
+def _checkpoint_family(path: Path) -> str | None:
+    """The family a single-file checkpoint's tensor names point to, or None when unclear."""
+    from likeness.engines.diffusers.loras import safetensors_keys
+
+    try:
+        keys = safetensors_keys(path)
+    except (OSError, ValueError) as exc:
+        raise EngineCannotHonour(
+            "model", str(path), f"is not a readable safetensors file ({exc})"
+        ) from None
+    for marker, family in _FAMILY_MARKERS:
+        if any(marker in key for key in keys):
+            return family
+    return None
 
 
 def _refuse_pickle_weights(folder: Path) -> None:

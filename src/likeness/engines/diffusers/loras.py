@@ -28,7 +28,10 @@ DIFFUSERS = "diffusers"
 def safetensors_keys(path: Path) -> list[str]:
     """Tensor names of a ``.safetensors`` file, read from its header only."""
     with open(path, "rb") as fh:
-        (length,) = struct.unpack("<Q", fh.read(8))
+        head = fh.read(8)
+        if len(head) != 8:
+            raise ValueError("file too short for a safetensors header")
+        (length,) = struct.unpack("<Q", head)
         if length > 100_000_000:
             raise ValueError("header too large")
         header = json.loads(fh.read(length))
