@@ -149,6 +149,60 @@ def test_shipped_sdxl_configs_build_the_real_architecture():
     assert count(te2) == 694_659_840
 
 
+def test_real_sdxl_layout_round_trips_through_diffusers_single_file_reader():
+    """The real SDXL architecture (weights on the meta device): every parameter written by the
+    converter under its original name is read back by diffusers' single-file code."""
+    from accelerate import init_empty_weights
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers.loaders import single_file_utils as sfu
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from likeness.engines.diffusers import checkpoint as ck
+
+    folder = CONFIG_ROOT / "sdxl"
+    with init_empty_weights():
+        unet = UNet2DConditionModel.from_config(
+            UNet2DConditionModel.load_config(folder, subfolder="unet")
+        )
+        vae = AutoencoderKL.from_config(AutoencoderKL.load_config(folder, subfolder="vae"))
+        te1 = CLIPTextModel(CLIPTextConfig.from_pretrained(folder, subfolder="text_encoder"))
+        te2 = CLIPTextModelWithProjection(
+            CLIPTextConfig.from_pretrained(folder, subfolder="text_encoder_2")
+        )
+
+    def same(back, model):
+        state = model.state_dict()
+        assert set(back) == set(state)
+        assert all(back[k].shape == state[k].shape for k in back)
+
+    original = ck.unet_to_original(unet.state_dict(), unet.config)
+    assert len(original) == 1680  # the UNet tensors of sd_xl_base_1.0.safetensors
+    for name in (  # names as they appear in published SDXL checkpoints
+        "input_blocks.7.1.transformer_blocks.9.attn2.to_k.weight",
+        "input_blocks.3.0.op.weight",
+        "middle_block.1.transformer_blocks.9.ff.net.2.bias",
+        "output_blocks.2.2.conv.weight",
+        "output_blocks.5.2.conv.bias",
+        "output_blocks.8.0.skip_connection.weight",
+        "label_emb.0.2.weight",
+    ):
+        assert "model.diffusion_model." + name in original, name
+    same(sfu.convert_ldm_unet_checkpoint(original, dict(unet.config)), unet)
+    original = ck.vae_to_original(vae.state_dict(), vae.config)
+    assert "first_stage_model.decoder.up.3.upsample.conv.weight" in original
+    assert "first_stage_model.encoder.down.1.block.0.nin_shortcut.weight" in original
+    same(sfu.convert_ldm_vae_checkpoint(original, dict(vae.config)), vae)
+    original = ck.clip_to_original(te1.state_dict(), "conditioner.embedders.0.transformer.")
+    back = sfu.convert_ldm_clip_checkpoint(original)
+    if not any(k.startswith("text_model.") for k in te1.state_dict()):
+        back = {k.removeprefix("text_model."): v for k, v in back.items()}
+    same(back, te1)
+    prefix = "conditioner.embedders.1.model."
+    original = ck.open_clip_to_original(te2.state_dict(), prefix)
+    assert prefix + "transformer.resblocks.31.attn.in_proj_weight" in original
+    same(sfu.convert_open_clip_checkpoint(te2, original, prefix=prefix), te2)
+
+
 def test_clip_vocab_builder_layout(tmp_path):
     from likeness.engines.diffusers.clip_vocab import write_clip_vocab
 
