@@ -46,7 +46,10 @@ def generate(
     n: Annotated[int, typer.Option("-n", min=1, help="How many images.")] = 1,
     engine: Annotated[
         str | None,
-        typer.Option(help=f"Engine: {', '.join(ENGINE_NAMES)} (default: the recipe's)."),
+        typer.Option(
+            help=f"Engine: {', '.join(ENGINE_NAMES)} (default: the recipe's; comfyui when "
+            "--comfy-url is given)."
+        ),
     ] = None,
     comfy_url: Annotated[
         str | None, typer.Option("--comfy-url", help="ComfyUI server URL (engine comfyui).")
@@ -77,6 +80,8 @@ def generate(
     # 1. Recipe and engine; refuse before any work.
     try:
         loaded = load_recipe(recipe, set_)
+        if engine is None and comfy_url:
+            engine = "comfyui"  # a server URL says where to run
         if engine is not None:
             loaded = loaded.with_overrides({"engine": engine})
     except RecipeError as exc:

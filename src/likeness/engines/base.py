@@ -53,7 +53,8 @@ class EngineError(RuntimeError):
 @dataclass(frozen=True)
 class ProgressUpdate:
     """Where a run is: image ``image`` of ``images`` (0-based), step ``step`` of ``steps`` of
-    the pass named ``stage`` ("load", "sample", "refiner", "detailer", "upscale", "encode")."""
+    the pass named ``stage`` ("load", "hash", "sample", "refiner", "detailer", "upscale"; an
+    engine may name others, e.g. a server's node)."""
 
     image: int
     images: int

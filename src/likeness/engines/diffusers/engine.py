@@ -210,6 +210,7 @@ class DiffusersEngine:
         report = _reporter(progress, offset, total)
         report("load", 0, 1)
         pipe = self.pipeline(recipe)
+        report("hash", 0, 1)  # the first hash of a multi-GB checkpoint takes a while
         model_sha = sha256_file(recipe.model) if Path(recipe.model).is_file() else None
         lora_shas = self._loras.apply(pipe, recipe.loras)
         self._set_scheduler(pipe, recipe)
