@@ -8,7 +8,22 @@ from typing import Annotated
 import typer
 
 from likeness import __version__
-from likeness.cli import add, card, comfy, dataset, demo, init, jobs, loop, review, sweep
+from likeness.cli import (
+    add,
+    card,
+    comfy,
+    dataset,
+    demo,
+    generate,
+    init,
+    jobs,
+    loop,
+    recipe,
+    refs,
+    review,
+    score,
+    sweep,
+)
 
 app = typer.Typer(
     name="likeness",
@@ -50,8 +65,13 @@ app.command("add")(add.add)
 app.command("dedup")(add.dedup)
 app.command("jobs")(jobs.jobs)
 app.command("demo")(demo.demo)
+app.command("score")(score.score)
+app.command("generate")(generate.generate)
 app.add_typer(dataset.app, name="dataset")
 app.add_typer(comfy.app, name="comfy")
+recipe.app.command("export-comfy")(comfy.export_comfy)
+app.add_typer(recipe.app, name="recipe")
+app.add_typer(refs.app, name="refs")
 app.add_typer(review.app, name="review")
 app.command("sweep")(sweep.sweep)
 app.add_typer(card.app, name="card")
