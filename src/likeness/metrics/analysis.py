@@ -138,7 +138,7 @@ def analyze_image(rgb: np.ndarray, instruments: Instruments, sha256: str = "") -
     luma = quality.grey(rgb)
     expression = None
     if face is not None and instruments.expression is not None:
-        expression = instruments.expression.classify(luma.astype(np.uint8), face)
+        expression = instruments.expression.classify(luma, face)
     # 3. Body pose (BlazePose works at 256 px: a 640 px preview loses nothing).
     preview = _preview(rgb, 640)
     body = body_pose(preview, instruments.pose)

@@ -68,7 +68,7 @@ class ExpressionClassifier:
         return self._interpreter
 
     def probabilities(self, grey: np.ndarray, face: Face) -> np.ndarray:
-        """Model probabilities (in `LABELS` order) for one face of a grey uint8 image."""
+        """Model probabilities (in `LABELS` order) for one face of a grey image (0-255)."""
         import cv2
 
         interpreter = self.load()
@@ -100,16 +100,18 @@ class ExpressionClassifier:
 
 
 def face_crop(grey: np.ndarray, face: Face, pad: float = PAD) -> np.ndarray:
-    """The face box widened by `pad` of its width on each side, edge-padded at the border."""
+    """The face box widened by `pad` of its width on each side, as uint8; the part outside the
+    image repeats the border pixels."""
     box = face.box
     margin = pad * box.width
     x0, y0 = int(round(box.x0 - margin)), int(round(box.y0 - margin))
     x1, y1 = int(round(box.x1 + margin)), int(round(box.y1 + margin))
     h, w = grey.shape[:2]
-    border = max(0, -x0, -y0, x1 - w, y1 - h)
-    if border:
-        grey = np.pad(grey, border, mode="edge")
-    return np.ascontiguousarray(grey[y0 + border : y1 + border, x0 + border : x1 + border])
+    inside = grey[max(0, y0) : min(h, y1), max(0, x0) : min(w, x1)]
+    widths = ((max(0, -y0), max(0, y1 - h)), (max(0, -x0), max(0, x1 - w)))
+    if any(any(pair) for pair in widths):
+        inside = np.pad(inside, widths, mode="edge")
+    return np.ascontiguousarray(np.clip(inside, 0, 255).astype(np.uint8))
 
 
 def mouth_lift(points: np.ndarray) -> float:
