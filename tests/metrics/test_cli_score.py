@@ -85,6 +85,12 @@ def test_score_in_a_workspace_uses_source_photos_and_the_cache(app, folders, tmp
     assert "0 analysed, 3 from cache" in second.stderr or "0 analysed, 3 from cache" in (
         second.output
     )
+    # Each run is a job record, finished.
+    from likeness.jobs import list_jobs
+
+    with Workspace.open(tmp_path / "ws") as again:
+        jobs = [j for j in list_jobs(again.db) if j.kind == "score"]
+    assert jobs and all(j.state == "done" for j in jobs)
     # Without paths, every workspace image is scored (here: the one source photo).
     alone = CliRunner().invoke(app, ["score", "--json", "--no-body-pose"])
     assert alone.exit_code == 0, alone.output

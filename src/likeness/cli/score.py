@@ -105,22 +105,44 @@ def score(
         thresholds = Thresholds()
         if ws is not None:
             thresholds = Thresholds(pass_match=ws.settings.identity.pass_match)
-        # 3. Score, with a progress bar over the distinct images.
+        # 3. Score, with a progress bar over the distinct images (and, in a workspace, a job
+        #    record: an interrupted run resumes from the analyses already cached).
+        job = None
+        if ws is not None:
+            from likeness.jobs import job_key, start_job
+
+            job = start_job(
+                ws.db,
+                "score",
+                job_key(sorted(map(str, targets)), sorted(map(str, references))),
+                params={"paths": [str(p) for p in targets], "refs": len(references)},
+            )
         with progress_bar(transient=True) as bar:
             task = bar.add_task("scoring", total=None)
 
             def progress(done: int, total: int) -> None:
                 bar.update(task, completed=done, total=total)
+                if job is not None:
+                    if job.total != total:
+                        job.set_total(total)
+                    job.set_progress(done)
 
-            run = score_images(
-                targets,
-                references,
-                instruments=instruments,
-                conn=ws.db if ws is not None else None,
-                workers=workers,
-                thresholds=thresholds,
-                progress=progress,
-            )
+            try:
+                run = score_images(
+                    targets,
+                    references,
+                    instruments=instruments,
+                    conn=ws.db if ws is not None else None,
+                    workers=workers,
+                    thresholds=thresholds,
+                    progress=progress,
+                )
+            except BaseException as exc:
+                if job is not None:
+                    job.fail(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+                raise
+        if job is not None:
+            job.finish(message=f"{run.analyzed} analysed, {run.cached} from cache")
     rows = [s.to_json() for s in run.scores]
     ref_rows = [s.to_json() for s in run.references.scores]
     for row in [*rows, *ref_rows]:
