@@ -111,6 +111,7 @@ def test_overrides_parse_cli_strings_and_append_loras():
     assert changed.detailer.enabled is True
     assert r.cfg == 4.0  # the original is unchanged (frozen)
     assert changed.with_overrides({"loras": "[]"}).loras == ()
+    assert changed.with_overrides({"loras": [LoraSpec("c", 0.1)]}).loras == (LoraSpec("c", 0.1),)
     with pytest.raises(RecipeError, match="loras.5"):
         r.with_overrides({"loras.5.strength": 1})
     with pytest.raises(RecipeError, match="refiner.strength"):

@@ -460,6 +460,8 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
 def _coerce(hint: Any, value: Any, name: str) -> Any:
     origin = typing.get_origin(hint)
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        if isinstance(value, hint):
+            value = _plain(value)
         return _build(hint, _parse_str(value), f"{name}.")
     if origin is tuple:
         value = _parse_str(value)
