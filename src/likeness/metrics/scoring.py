@@ -118,7 +118,6 @@ class _Input:
     sha256: str = ""
     error: str | None = None
     analysis: ImageAnalysis | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def score_images(
@@ -180,7 +179,7 @@ def analyze_inputs(
     version = instruments.version
     for item in inputs:
         try:
-            item.sha256 = hashlib.sha256(item.path.read_bytes()).hexdigest()
+            item.sha256 = _file_sha256(item.path)
         except OSError as exc:
             item.error = f"cannot read {item.path}: {exc.strerror or exc}"
     by_sha: dict[str, list[_Input]] = {}
@@ -219,6 +218,14 @@ def analyze_inputs(
 
     run_parallel(todo, instruments, workers, deliver)
     return len(todo), len(found)
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def run_parallel(
