@@ -74,8 +74,10 @@ class ExportSettings:
 class IdentitySettings:
     distance_threshold: float = 0.6
     """dlib's documented same-person distance for its 128-D descriptor."""
-    pass_match: float = 7.0
-    """Match score (0-10) at or above which an image passes identity."""
+    pass_match: float = 5.0
+    """Match score (0-10) at or above which an image passes identity. 5.0 is the backend's
+    same-person distance (dlib 0.6) by the calibration in docs/metrics.md; raise it to demand
+    a closer likeness (practitioners aim at 8+ for a finished character)."""
 
 
 @dataclass(frozen=True)
