@@ -78,7 +78,10 @@ class PngInfo:
 
 
 def a1111_parameters(provenance: dict[str, Any]) -> str:
-    """The A1111 ``parameters`` text for one image's provenance dict."""
+    """The A1111 ``parameters`` text for one image's provenance dict (a generation, or an
+    edit: ``kind = "edit"`` with the instruction as prompt and no recipe)."""
+    if "recipe" not in provenance:
+        return _edit_parameters(provenance)
     recipe = provenance["recipe"]
     lines = [provenance.get("prompt", "")]
     if provenance.get("negative"):
@@ -123,6 +126,22 @@ def a1111_parameters(provenance: dict[str, Any]) -> str:
     fields.append(("Version", f"likeness {provenance.get('likeness_version', '')}".strip()))
     lines.append(", ".join(f"{k}: {_quote(v)}" for k, v in fields))
     return "\n".join(lines)
+
+
+def _edit_parameters(provenance: dict[str, Any]) -> str:
+    model = provenance.get("model") or {}
+    engine = provenance.get("engine") or {}
+    fields: list[tuple[str, Any]] = [
+        ("Steps", provenance.get("steps", "")),
+        ("Seed", provenance.get("seed", "")),
+        ("Size", f"{provenance.get('width')}x{provenance.get('height')}"),
+        ("Model", PurePath(model.get("name", "")).stem),
+        ("Edit pipeline", model.get("pipeline", "")),
+        ("Engine", f"{engine.get('name', '')} {engine.get('version', '')}".strip()),
+        ("Version", f"likeness {provenance.get('likeness_version', '')}".strip()),
+    ]
+    line = ", ".join(f"{k}: {_quote(v)}" for k, v in fields)
+    return f"{provenance.get('prompt', '')}\n{line}"
 
 
 def parse_parameters(text: str) -> tuple[str, str, dict[str, str]]:

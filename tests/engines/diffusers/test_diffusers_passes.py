@@ -254,8 +254,3 @@ def test_single_file_of_another_family_or_broken_is_refused(tmp_path, tiny_model
     engine.check(recipe)  # the names say nothing; loading decides
     with pytest.raises(EngineError, match="unknown.safetensors could not be loaded as sdxl"):
         engine.generate(recipe, 1)
-
-
-def test_edit_says_it_is_not_available(engine):
-    with pytest.raises(NotImplementedError, match="edit"):
-        engine.edit(Image.new("RGB", (8, 8)), "make it sunny")

@@ -32,9 +32,16 @@ from likeness.engines.base import (
 )
 from likeness.engines.diffusers import passes
 from likeness.engines.diffusers.device import choose_device, choose_dtype, release_device_memory
+from likeness.engines.diffusers.edit import (
+    EditSettings,
+    check_edit_model,
+    edit_model_info,
+    run_edit,
+)
 from likeness.engines.diffusers.loading import (
     PICKLE_SUFFIXES,
     load_pipeline,
+    quiet_loading,
     resolve_model,
 )
 from likeness.engines.diffusers.loras import LoraSet, check_lora
@@ -55,6 +62,9 @@ class DiffusersEngine:
         config (`str`, *optional*): config folder for single-file checkpoints whose
             architecture differs from the shipped real configs.
         find_face (*optional*): face finder for the detailer (image -> box or None).
+        edit_model (`str`, *optional*): diffusers folder of an instruction-edit model
+            (Qwen-Image-Edit, FLUX Kontext, InstructPix2Pix) used by :meth:`edit`.
+        edit (`EditSettings`, *optional*): steps and seed of edits.
     """
 
     name = "diffusers"
@@ -67,6 +77,8 @@ class DiffusersEngine:
         dtype: str | None = None,
         config: str | Path | None = None,
         find_face: passes.FaceFinder | None = None,
+        edit_model: str | None = None,
+        edit: EditSettings | None = None,
     ) -> None:
         self.allow_pickle = allow_pickle
         self._device_pref = device
@@ -79,6 +91,9 @@ class DiffusersEngine:
         self._loras = LoraSet()
         self._base_scheduler: dict[str, Any] = {}
         self._upscalers: dict[str, Any] = {}
+        self._edit_model = edit_model
+        self._edit_settings = edit or EditSettings()
+        self._edit_pipe: Any = None
 
     # -- protocol -----------------------------------------------------------------------
     def check(self, recipe: Recipe) -> None:
@@ -139,15 +154,44 @@ class DiffusersEngine:
         return out
 
     def edit(self, image: Image.Image, instruction: str) -> GeneratedImage:
-        raise NotImplementedError(
-            "edit: the diffusers engine has no instruction-edit model yet; "
-            "edit on ComfyUI or with an image-edit model outside Likeness"
+        """Apply ``instruction`` to ``image`` with the engine's edit model."""
+        if not self._edit_model:
+            raise NotImplementedError(
+                "edit: no edit model set; build DiffusersEngine(edit_model=<diffusers folder of "
+                "Qwen-Image-Edit, FLUX Kontext or InstructPix2Pix>)"
+            )
+        class_name = check_edit_model(self._edit_model, allow_pickle=self.allow_pickle)
+        pipe = self._edit_pipeline()
+        result, provenance = run_edit(pipe, image, instruction, self._edit_settings)
+        provenance["model"] = edit_model_info(self._edit_model, class_name)
+        provenance["engine"] = self._engine_info()
+        provenance["likeness_version"] = _likeness_version()
+        return GeneratedImage(
+            png=encode_png(result, provenance), seed=self._edit_settings.seed, provenance=provenance
         )
+
+    def _edit_pipeline(self) -> Any:
+        """The (cached) edit pipeline; only one model is held at a time."""
+        if self._edit_pipe is None:
+            from diffusers import DiffusionPipeline
+
+            self.release()
+            device = choose_device(self._device_pref)
+            dtype = choose_dtype(device, self._dtype_pref)
+            folder = str(Path(self._edit_model).expanduser())
+            with quiet_loading():
+                pipe = DiffusionPipeline.from_pretrained(folder, dtype=dtype, local_files_only=True)
+            pipe.to(device)
+            pipe.set_progress_bar_config(disable=True)
+            self._edit_pipe = pipe
+            self._key = (None, device, str(dtype), None)
+        return self._edit_pipe
 
     def release(self) -> None:
         """Drop the cached pipeline, LoRAs and upscalers and free device memory."""
         device = self._key[1] if self._key else "cpu"
         self._pipe = None
+        self._edit_pipe = None
         self._views.clear()
         self._loras.clear()
         self._upscalers.clear()
@@ -161,7 +205,7 @@ class DiffusersEngine:
         device = choose_device(self._device_pref)
         dtype = choose_dtype(device, self._dtype_pref)
         key = (source, device, str(dtype), str(self._config))
-        if self._key != key:
+        if self._key != key or self._pipe is None:
             self.release()
             try:
                 self._pipe = load_pipeline(source, device=device, dtype=dtype, config=self._config)
@@ -360,3 +404,9 @@ def _step_callback(report: Callable[[str, int, int], None], stage: str, steps: i
         return {}
 
     return callback
+
+
+def _likeness_version() -> str:
+    from likeness import __version__
+
+    return __version__

@@ -72,7 +72,7 @@ def resolve_model(model: str, family: str, *, allow_pickle: bool = False) -> Mod
                 f"does not match the folder's pipeline {class_name}; expected {expected}",
             )
         if not allow_pickle:
-            _refuse_pickle_weights(path)
+            refuse_pickle_weights(path)
         return ModelSource("folder", path, family)
     suffix = path.suffix.lower()
     if suffix in PICKLE_SUFFIXES and not allow_pickle:
@@ -126,7 +126,8 @@ def _checkpoint_family(path: Path) -> str | None:
     return None
 
 
-def _refuse_pickle_weights(folder: Path) -> None:
+def refuse_pickle_weights(folder: Path) -> None:
+    """Refuse a diffusers folder whose components have only pickle weights (.bin/.pt)."""
     for sub in folder.iterdir():
         if not sub.is_dir():
             continue

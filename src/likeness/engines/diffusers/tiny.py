@@ -144,6 +144,45 @@ def tiny_sd15(seed: int = 0) -> Any:
     return pipe
 
 
+def tiny_instruct_pix2pix(seed: int = 0) -> Any:
+    """A StableDiffusionInstructPix2PixPipeline (SD1.5 layout, 8 UNet input channels)."""
+    import torch
+    from diffusers import (
+        EulerAncestralDiscreteScheduler,
+        StableDiffusionInstructPix2PixPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextModel
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=2,
+        sample_size=TINY_SIZE // 8,
+        in_channels=8,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        norm_num_groups=16,
+    )
+    pipe = StableDiffusionInstructPix2PixPipeline(
+        vae=_vae(),
+        text_encoder=CLIPTextModel(_clip_text_config(32, 32)),
+        tokenizer=_clip_tokenizer("sd15"),
+        unet=unet,
+        scheduler=EulerAncestralDiscreteScheduler.from_pretrained(
+            str(config_folder("sd15")), subfolder="scheduler"
+        ),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    _eval(pipe)
+    return pipe
+
+
 def tiny_t5_tokenizer() -> Any:
     """A T5 (Unigram + Metaspace, ``</s>`` appended) tokenizer over letters and digits."""
     from transformers import T5TokenizerFast
@@ -213,11 +252,17 @@ def _eval(pipe: Any) -> None:
             component.eval()
 
 
-BUILDERS = {"sdxl": tiny_sdxl, "sd15": tiny_sd15, "flux": tiny_flux}
+BUILDERS = {
+    "sdxl": tiny_sdxl,
+    "sd15": tiny_sd15,
+    "flux": tiny_flux,
+    "instruct_pix2pix": tiny_instruct_pix2pix,
+}
 
 
 def save_tiny_pipeline(family: str, folder: str | Path, seed: int = 0) -> Path:
-    """Build the tiny pipeline of ``family`` and save it as a diffusers folder (safetensors)."""
+    """Build the tiny pipeline of ``family`` (or "instruct_pix2pix", an edit model) and save
+    it as a diffusers folder (safetensors)."""
     from likeness.engines.diffusers.loading import quiet_loading
 
     folder = Path(folder)
