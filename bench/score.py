@@ -103,6 +103,26 @@ def baseline(paths: list[Path], reference: Path, models: tuple) -> tuple[float, 
     return time.perf_counter() - start, verdicts
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process (all threads) plus the scoring fork server and the workers it
+    has reaped: what the pipeline cost in total, whatever else the machine was doing."""
+    import multiprocessing.forkserver as forkserver
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    total = usage.ru_utime + usage.ru_stime
+    pid = getattr(forkserver._forkserver, "_forkserver_pid", None)
+    if pid:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks = os.sysconf("SC_CLK_TCK")
+            # utime, stime, cutime, cstime are fields 14-17 (1-based) of /proc/PID/stat.
+            total += sum(int(v) for v in fields[11:15]) / ticks
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
 def pipeline(paths, reference, instruments, workers, conn=None):
     from likeness.metrics import score_images
 
@@ -120,10 +140,16 @@ def measure(name: str, paths: list[Path], reference: Path, instruments, args, fo
     n = len(paths)
     load_time, models = load_baseline_models()
     base_times, runs = [], []
+    base_cpu, pipe_cpu = [], []
     for _ in range(1 + args.repeat):
+        c = cpu_seconds()
         t, base_verdicts = baseline(paths, reference, models)
+        base_cpu.append(cpu_seconds() - c)
         base_times.append(t)
+        c = cpu_seconds()
         runs.append(pipeline(paths, reference, instruments, args.workers))
+        time.sleep(0.2)  # let the fork server reap the workers before reading its counters
+        pipe_cpu.append(cpu_seconds() - c)
     conn = connect(folder / f"bench-{name}.db")
     pipeline(paths, reference, instruments, args.workers, conn)  # fills the cache
     cache_times = []
@@ -149,6 +175,12 @@ def measure(name: str, paths: list[Path], reference: Path, instruments, args, fo
     print(f"  likeness score, from cache:        {n / cache_t:7.1f} images/s")
     print(f"  pipeline/plain: cold {cold_base / cold:.2f}x, warm {warm_base / warm:.2f}x")
     print(f"  cache/plain: {warm_base / cache_t:.0f}x   cache/pipeline: {warm / cache_t:.0f}x")
+    b_cpu, p_cpu = statistics.median(base_cpu[1:]), statistics.median(pipe_cpu[1:])
+    print(
+        f"  CPU per image (warm, all processes): plain {1000 * b_cpu / n:.0f} ms, pipeline "
+        f"{1000 * p_cpu / n:.0f} ms; on an idle machine with {os.cpu_count()} cores the "
+        f"pipeline could reach {b_cpu / p_cpu * (args.workers or os.cpu_count()):.1f}x"
+    )
     print(f"  verdicts equal: {same} ({sum(base_verdicts)} pass of {n})")
     if not same:
         for p, a, b in zip(paths, base_verdicts, verdicts[0], strict=True):
