@@ -125,7 +125,10 @@ def default_pose_backend() -> PoseBackend | None:
 
 def body_pose(rgb: np.ndarray, backend: PoseBackend | None) -> BodyPose:
     if backend is None:
-        return BodyPose("not_available", reason="mediapipe 0.10.14 is not installed")
+        return BodyPose(
+            "not_available",
+            reason="no body-pose backend (mediapipe 0.10.14 missing, or turned off)",
+        )
     points = backend.keypoints(rgb)
     if points is None:
         return BodyPose("not_visible", reason="no person found")
