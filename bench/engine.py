@@ -73,8 +73,11 @@ def main() -> None:
 
         engine = DiffusersEngine()
 
+        load_times: list[float] = []
+
         def run_engine() -> None:
-            engine.generate(recipe, args.images)
+            images = engine.generate(recipe, args.images)
+            load_times.append(images[0].provenance["timings"]["load_s"])
 
         run_bare()  # warm up both (first calls allocate and load)
         run_engine()
@@ -89,6 +92,12 @@ def main() -> None:
                 times.append((time.perf_counter() - start) / args.images)
 
     base, cand = statistics.median(bare_times), statistics.median(engine_times)
+    print("per round (ms/image), bare:", " ".join(f"{t * 1000:.0f}" for t in bare_times))
+    print("per round (ms/image), engine:", " ".join(f"{t * 1000:.0f}" for t in engine_times))
+    print(
+        f"engine set-up per call (cached model, scheduler, checks): median "
+        f"{statistics.median(load_times[1:]) * 1000:.1f} ms"
+    )
     print(
         f"tiny SDXL {args.size}x{args.size}, {args.steps} steps, {args.images} images per call, "
         f"{args.rounds} rounds (medians)"
