@@ -40,10 +40,12 @@ format:
 bench: install
 	for script in bench/*.py; do $(PY) $$script || exit 1; done
 
-# Resolve requirements.in in a scratch venv and write the exact set to requirements.lock.
+# Resolve requirements.in in a scratch venv, add requirements-nodeps.in without their declared
+# dependencies (the file says why), and write the exact set to requirements.lock.
 lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
 	.lock-venv/bin/pip install --quiet -r requirements.in
+	.lock-venv/bin/pip install --quiet --no-deps -r requirements-nodeps.in
 	.lock-venv/bin/pip freeze --exclude-editable > requirements.lock
 	rm -rf .lock-venv
 
