@@ -93,3 +93,10 @@ def test_clipping_counts_crushed_and_blown_pixels():
     img[:2] = 255
     img[2:3] = 0
     assert clipping(img) == pytest.approx(30.0)
+
+
+def test_grain_reads_the_same_on_tiled_and_narrow_large_images():
+    rng = np.random.default_rng(3)
+    for shape in [(200, 6000), (1500, 1500)]:  # too narrow to tile / tiled
+        flat = np.clip(120 + rng.normal(0, 4, shape), 0, 255).round().astype(np.uint8)
+        assert grain(np.repeat(flat[..., None], 3, 2)) == pytest.approx(4, rel=0.1), shape

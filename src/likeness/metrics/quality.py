@@ -71,7 +71,8 @@ def grain(rgb: np.ndarray) -> float:
     (grain is a property of pixels, so it must not be resampled; the tiles keep the cost flat).
     """
     g = grey(rgb)
-    if g.shape[0] * g.shape[1] > GRAIN_MAX_TILES * GRAIN_TILE**2:
+    big = g.shape[0] * g.shape[1] > GRAIN_MAX_TILES * GRAIN_TILE**2
+    if big and min(g.shape[:2]) >= 2 * GRAIN_TILE:
         g = _tiles(g, GRAIN_TILE, int(GRAIN_MAX_TILES**0.5))
     return _immerkaer(g)
 
