@@ -40,7 +40,7 @@ class Thresholds:
     """Where a number becomes a verdict or a flag (see docs/metrics.md).
 
     `pass_match` is the identity verdict: 5.0 is exactly the backend's same-person distance
-    (dlib 0.6); a workspace may ask for more (its `identity.pass_match`, 7 by default).
+    (dlib 0.6); a workspace may ask for more through its `identity.pass_match`.
     """
 
     pass_match: float = 5.0
