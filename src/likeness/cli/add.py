@@ -10,10 +10,16 @@ import typer
 from rich.table import Table
 
 from likeness.cli.common import JSON_HELP, err, open_workspace, out, print_json, progress_bar
-from likeness.curate.dedup import apply_groups, find_workspace_duplicates
+from likeness.curate.dedup import (
+    DuplicateGroup,
+    apply_groups,
+    dedup_candidates,
+    find_workspace_duplicates,
+)
 from likeness.curate.ingest import Ingester, IngestResult, expand_inputs
 from likeness.jobs import job_key, start_job
-from likeness.store.images import ORIGINS
+from likeness.store.images import ORIGINS, ImageRecord
+from likeness.workspace import Workspace
 
 
 def add(
@@ -98,25 +104,39 @@ def dedup(
     apply: Annotated[
         bool, typer.Option("--apply", help="Keep the best of each group; mark the others excluded.")
     ] = False,
+    faces: Annotated[
+        bool,
+        typer.Option(
+            "--faces",
+            help="Also group same-face near-identical images (same person, same shot) by face "
+            "embedding; analyses are cached, so this is slow only the first time.",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """Group near-duplicate images (re-encoded, resized, lightly cropped or colour-shifted copies).
 
-    With --apply the best image of each group (most pixels, then sharpest) is kept and the others
-    are marked excluded (never deleted), so they never reach a dataset.
+    With --faces, images of the same person in the same shot (re-generated with one seed,
+    lightly edited) are grouped too, by face embedding and pHash together, while different
+    photos of one person stay apart. With --apply the best image of each group (most pixels,
+    then sharpest) is kept and the others are marked excluded (never deleted), so they never
+    reach a dataset.
 
-    Example: likeness dedup --apply
+    Example: likeness dedup --faces --apply
     """
     with open_workspace(ctx) as ws:
         settings = ws.settings.dedup
-        groups = find_workspace_duplicates(
-            ws.db, settings.phash_max_distance, settings.dhash_max_distance
-        )
+        extra = _same_face_groups(ws) if faces else []
+
+        def find() -> list[DuplicateGroup]:
+            return find_workspace_duplicates(
+                ws.db, settings.phash_max_distance, settings.dhash_max_distance, extra
+            )
+
+        groups = find()
         changed = apply_groups(ws.db, groups) if apply else 0
         if apply:
-            groups = find_workspace_duplicates(
-                ws.db, settings.phash_max_distance, settings.dhash_max_distance
-            )
+            groups = find()
     if as_json:
         print_json({"groups": [g.to_dict() for g in groups], "applied": apply, "changed": changed})
         return
@@ -132,14 +152,32 @@ def dedup(
         table.add_row(
             str(number),
             f"{keeper.original_name} {keeper.width}x{keeper.height} ({keeper.sha256[:10]})",
-            "\n".join(
-                f"{r.original_name} {r.width}x{r.height} ({r.sha256[:10]}, d={group.distances[r.sha256]})"
-                + (" excluded" if r.excluded else "")
-                for r in group.others
-            ),
+            "\n".join(_member(r, group.distances[r.sha256]) for r in group.others),
         )
     out.print(table)
     if apply:
         out.print(f"{changed} images newly excluded; nothing was deleted")
     else:
         out.print("run with --apply to keep the best of each group")
+
+
+def _member(record: ImageRecord, distance: int | None) -> str:
+    how = "same face" if distance is None else f"d={distance}"
+    excluded = " excluded" if record.excluded else ""
+    return f"{record.original_name} {record.width}x{record.height} ({record.sha256[:10]}, {how}){excluded}"
+
+
+def _same_face_groups(ws: Workspace) -> list[list[str]]:
+    """Same-face groups among the dedup candidates, from (cached) face analyses."""
+    from likeness.metrics import analyze_paths
+    from likeness.metrics.dedup import face_items, same_face_groups
+
+    records = dedup_candidates(ws.db)
+    with progress_bar(transient=True) as bar:
+        task = bar.add_task("faces", total=len(records))
+        analyses = analyze_paths(
+            [ws.blobs.path(r.sha256) for r in records],
+            conn=ws.db,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    return same_face_groups(face_items(analyses))

@@ -23,8 +23,9 @@ NEAR_DUPLICATE = "near_duplicate"
 class DuplicateGroup:
     keeper: ImageRecord
     others: tuple[ImageRecord, ...]
-    distances: dict[str, int] = field(default_factory=dict)
-    """pHash distance of each other member to its closest group member."""
+    distances: dict[str, int | None] = field(default_factory=dict)
+    """pHash distance of each other member to its closest group member (None when it joined
+    the group by its face alone)."""
 
     @property
     def members(self) -> tuple[ImageRecord, ...]:
@@ -56,9 +57,16 @@ def quality_key(record: ImageRecord) -> tuple[int, float, str]:
 
 
 def group_near_duplicates(
-    records: Sequence[ImageRecord], phash_max: int, dhash_max: int
+    records: Sequence[ImageRecord],
+    phash_max: int,
+    dhash_max: int,
+    extra_groups: Sequence[Sequence[str]] = (),
 ) -> list[DuplicateGroup]:
-    """Groups of two or more near-duplicate images, largest group first."""
+    """Groups of two or more near-duplicate images, largest group first.
+
+    `extra_groups` (lists of sha256) join the relation too, e.g. the same-face groups found
+    from face embeddings, so an image close to two others by different tests ends in one group.
+    """
     by_sha = {r.sha256: r for r in records}
     items = [(r.sha256, PerceptualHashes(int(r.phash, 16), int(r.dhash, 16))) for r in records]
     parent = {sha: sha for sha in by_sha}
@@ -74,6 +82,10 @@ def group_near_duplicates(
         parent[root(a)] = root(b)  # type: ignore[index]
         for sha in (a, b):
             distances[sha] = min(distances.get(sha, distance), distance)  # type: ignore[arg-type]
+    for group in extra_groups:
+        known = [sha for sha in group if sha in by_sha]
+        for sha in known[1:]:
+            parent[root(sha)] = root(known[0])
     members: dict[str, list[ImageRecord]] = {}
     for sha, record in by_sha.items():
         members.setdefault(root(sha), []).append(record)
@@ -86,24 +98,31 @@ def group_near_duplicates(
             DuplicateGroup(
                 keeper=ranked[0],
                 others=tuple(ranked[1:]),
-                distances={r.sha256: distances.get(r.sha256, 0) for r in ranked[1:]},
+                distances={r.sha256: distances.get(r.sha256) for r in ranked[1:]},
             )
         )
     groups.sort(key=lambda g: (-len(g.others), g.keeper.sha256))
     return groups
 
 
-def find_workspace_duplicates(
-    conn: sqlite3.Connection, phash_max: int, dhash_max: int
-) -> list[DuplicateGroup]:
-    """Groups among all stored images, including ones already excluded as duplicates, so that
-    the report stays stable after `--apply`."""
-    records = [
+def dedup_candidates(conn: sqlite3.Connection) -> list[ImageRecord]:
+    """Every image that takes part in dedup: the included ones and those already set aside as
+    duplicates, so that the report stays stable after `--apply`."""
+    return [
         r
         for r in list_images(conn, include_excluded=True)
         if not r.excluded or r.excluded_reason == NEAR_DUPLICATE
     ]
-    return group_near_duplicates(records, phash_max, dhash_max)
+
+
+def find_workspace_duplicates(
+    conn: sqlite3.Connection,
+    phash_max: int,
+    dhash_max: int,
+    extra_groups: Sequence[Sequence[str]] = (),
+) -> list[DuplicateGroup]:
+    """Groups among the workspace's dedup candidates (see `dedup_candidates`)."""
+    return group_near_duplicates(dedup_candidates(conn), phash_max, dhash_max, extra_groups)
 
 
 def apply_groups(conn: sqlite3.Connection, groups: Sequence[DuplicateGroup]) -> int:

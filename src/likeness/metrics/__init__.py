@@ -7,7 +7,14 @@ Every metric's unit, direction and default threshold is documented in docs/metri
 from likeness.metrics.analysis import ANALYZER_NAME, ImageAnalysis, Instruments, analyze_image
 from likeness.metrics.angle import ANGLES, yaw_bucket
 from likeness.metrics.identity import IdentityCalibration, calibrate, identify, match_score
-from likeness.metrics.scoring import ImageScore, ReferenceSet, ScoreRun, Thresholds, score_images
+from likeness.metrics.scoring import (
+    ImageScore,
+    ReferenceSet,
+    ScoreRun,
+    Thresholds,
+    analyze_paths,
+    score_images,
+)
 
 __all__ = [
     "ANALYZER_NAME",
@@ -20,6 +27,7 @@ __all__ = [
     "ScoreRun",
     "Thresholds",
     "analyze_image",
+    "analyze_paths",
     "calibrate",
     "identify",
     "match_score",

@@ -14,7 +14,7 @@ Groups are the connected components of that relation (union-find), largest first
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -44,6 +44,25 @@ def phash_distance(a: str, b: str) -> int:
     return (int(a, 16) ^ int(b, 16)).bit_count()
 
 
+def _close_faces(
+    items: Sequence[FaceItem], max_distance: float, block: int = 1024
+) -> Iterator[tuple[int, int]]:
+    """Index pairs (a < b) whose embeddings are within `max_distance`, computed block by
+    block from the Gram matrix so memory stays at N x block, not N x N x dimensions."""
+    if not items:
+        return
+    emb = np.asarray([np.asarray(i.embedding, dtype=np.float64) for i in items])
+    norms = (emb**2).sum(axis=1)
+    limit = max_distance**2
+    for start in range(0, len(emb), block):
+        rows = emb[start : start + block]
+        squared = norms[start : start + block, None] + norms[None, :] - 2.0 * rows @ emb.T
+        for a, b in zip(*np.nonzero(squared <= limit + 1e-12), strict=True):
+            a = int(a) + start
+            if a < int(b):
+                yield a, int(b)
+
+
 def same_face_groups(
     items: Sequence[FaceItem], max_face_distance: float = 0.15, max_phash_bits: int = 12
 ) -> list[list[str]]:
@@ -62,12 +81,9 @@ def same_face_groups(
             i = parent[i]
         return i
 
-    if with_face:
-        emb = np.asarray([np.asarray(i.embedding, dtype=np.float64) for i in with_face])
-        dist = np.linalg.norm(emb[:, None] - emb[None], axis=-1)
-        for a, b in zip(*np.nonzero(np.triu(dist <= max_face_distance, 1)), strict=True):
-            if phash_distance(with_face[a].phash, with_face[b].phash) <= max_phash_bits:
-                parent[root(int(a))] = root(int(b))
+    for a, b in _close_faces(with_face, max_face_distance):
+        if phash_distance(with_face[a].phash, with_face[b].phash) <= max_phash_bits:
+            parent[root(a)] = root(b)
     groups: dict[int, list[str]] = {}
     for index, item in enumerate(with_face):
         groups.setdefault(root(index), []).append(item.key)

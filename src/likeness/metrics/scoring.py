@@ -167,6 +167,28 @@ def score_images(
     return ScoreRun(reference_set, scores, analyzed, cached, analyses)
 
 
+def analyze_paths(
+    paths: Sequence[Path | str],
+    *,
+    instruments: Instruments | None = None,
+    conn: sqlite3.Connection | None = None,
+    workers: int | None = None,
+    progress: Progress | None = None,
+) -> dict[str, ImageAnalysis]:
+    """Analyse images without references (faces, embeddings, quality): sha256 -> analysis.
+
+    Cached like `score_images`; unreadable files are left out.
+
+    Example:
+        >>> analyses = analyze_paths(["a.png", "b.png"], conn=ws.db)  # doctest: +SKIP
+    """
+    items = [_Input(Path(p)) for p in paths]
+    analyze_inputs(
+        items, instruments or Instruments(), conn=conn, workers=workers, progress=progress
+    )
+    return {i.sha256: i.analysis for i in items if i.analysis is not None}
+
+
 def analyze_inputs(
     inputs: Sequence[_Input],
     instruments: Instruments,
