@@ -38,7 +38,16 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from likeness.cli.common import JSON_HELP, err, fail, open_workspace, out, print_json, progress_bar
+from likeness.cli.common import (
+    JSON_HELP,
+    err,
+    fail,
+    open_workspace,
+    out,
+    print_json,
+    progress_bar,
+    resumable,
+)
 from likeness.cli.sweep import ENGINE_HELP, build_engine, step_reporter
 from likeness.engines import EngineCannotHonour
 from likeness.evaluate.card import CardError, CardResult, run_card
@@ -123,39 +132,34 @@ def card(
             fail(str(exc))
         k = tries or ws.settings.card.tries
         # 2. Run (or resume, or load).
-        try:
-            with progress_bar() as bar:
-                task = bar.add_task("shots", total=len(shots.shots))
+        with resumable("the card"):
+            try:
+                with progress_bar() as bar:
+                    task = bar.add_task("shots", total=len(shots.shots))
 
-                def on_attempt(done: int, total: int, shot: Any, attempt: Any) -> None:
-                    bar.update(
-                        task, completed=done - 1, description=f"{shot.id} try {attempt.attempt + 1}"
+                    def on_attempt(done: int, total: int, shot: Any, attempt: Any) -> None:
+                        bar.update(
+                            task,
+                            completed=done - 1,
+                            description=f"{shot.id} try {attempt.attempt + 1}",
+                        )
+
+                    result = run_card(
+                        ws,
+                        shots,
+                        loaded,
+                        runner,
+                        scorer,
+                        label=label,
+                        tries=k,
+                        progress=on_attempt,
+                        engine_progress=step_reporter(bar),
                     )
-
-                result = run_card(
-                    ws,
-                    shots,
-                    loaded,
-                    runner,
-                    scorer,
-                    label=label,
-                    tries=k,
-                    progress=on_attempt,
-                    engine_progress=step_reporter(bar),
-                )
-                bar.update(task, completed=len(shots.shots))
-        except (CardError, EngineCannotHonour) as exc:
-            fail(str(exc))
-        except typer.Exit:
-            raise
-        except KeyboardInterrupt:
-            err.print("interrupted: run the same command again to resume the card")
-            raise typer.Exit(130) from None
-        except Exception as exc:  # an engine or server failure: stored work is kept
-            message = f"{type(exc).__name__}: {exc}".splitlines()[0]
-            fail(f"{message}; run the same command again to resume the card")
-        finally:
-            runner.release()
+                    bar.update(task, completed=len(shots.shots))
+            except (CardError, EngineCannotHonour) as exc:
+                fail(str(exc))
+            finally:
+                runner.release()
         data = result.to_json()
         # 3. Grid image and report.
         from likeness.report.card import write_card_grid, write_card_report

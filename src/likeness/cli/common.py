@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,31 @@ def fail(message: str, code: int = 2) -> None:
     """Print one clear line and exit."""
     err.print(f"[red]error:[/red] {message}", highlight=False)
     raise typer.Exit(code)
+
+
+def error_line(exc: BaseException) -> str:
+    """One line for an unexpected failure: its class and every line of its message."""
+    text = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+@contextmanager
+def resumable(what: str, on_error: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Long work that may stop early. Ctrl-C exits 130; an engine or server failure prints one
+    line (after `on_error(line)`, e.g. to mark the job failed) and exits 2. What was stored is
+    kept either way, and the same command resumes `what`."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except KeyboardInterrupt:
+        err.print(f"interrupted: run the same command again to resume {what}")
+        raise typer.Exit(130) from None
+    except Exception as exc:
+        message = error_line(exc)
+        if on_error is not None:
+            on_error(message)
+        fail(f"{message}; run the same command again to resume {what}")
 
 
 def print_json(data: Any) -> None:

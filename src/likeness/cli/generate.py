@@ -22,7 +22,17 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from likeness.cli.common import JSON_HELP, err, fail, open_workspace, out, print_json, progress_bar
+from likeness.cli.common import (
+    JSON_HELP,
+    err,
+    error_line,
+    fail,
+    open_workspace,
+    out,
+    print_json,
+    progress_bar,
+    resumable,
+)
 from likeness.cli.recipe import SET_HELP, load_recipe
 from likeness.engines import (
     ENGINE_NAMES,
@@ -115,33 +125,25 @@ def generate(
 
         ingester = Ingester(ws, origin="synthetic")
         rows: list[dict[str, Any]] = []
-        try:
-            with progress_bar() as bar:
-                images_task = bar.add_task("images", total=n, completed=job.done)
-                step_task = bar.add_task("steps", total=1)
+        with resumable(f"job {job.id}", on_error=job.fail), progress_bar() as bar:
+            images_task = bar.add_task("images", total=n, completed=job.done)
+            step_task = bar.add_task("steps", total=1)
 
-                def on_progress(update: ProgressUpdate) -> None:
-                    bar.update(
-                        step_task,
-                        description=update.stage,
-                        completed=update.step,
-                        total=max(update.steps, 1),
-                    )
+            def on_progress(update: ProgressUpdate) -> None:
+                bar.update(
+                    step_task,
+                    description=update.stage,
+                    completed=update.step,
+                    total=max(update.steps, 1),
+                )
 
-                for start in range(job.done, n, seeded.batch):
-                    count = min(seeded.batch, n - start)
-                    chunk = seeded.with_overrides({"seed": (seeded.seed + start) % (MAX_SEED + 1)})
-                    for image in runner.generate(chunk, count, progress=on_progress):
-                        rows.append(_store(ingester, ws.db, image, job.id, seeded))
-                        bar.advance(images_task)
-                    job.set_progress(start + count)
-        except KeyboardInterrupt:
-            err.print(f"interrupted: run the same command again to resume job {job.id}")
-            raise typer.Exit(130) from None
-        except Exception as exc:
-            message = f"{type(exc).__name__}: {exc}".splitlines()[0]
-            job.fail(message)
-            fail(message)
+            for start in range(job.done, n, seeded.batch):
+                count = min(seeded.batch, n - start)
+                chunk = seeded.with_overrides({"seed": (seeded.seed + start) % (MAX_SEED + 1)})
+                for image in runner.generate(chunk, count, progress=on_progress):
+                    rows.append(_store(ingester, ws.db, image, job.id, seeded))
+                    bar.advance(images_task)
+                job.set_progress(start + count)
         stored = sum(r["status"] in ("stored", "near_duplicate") for r in rows)
         job.finish(message=f"{stored} images stored")
         # 4. Score right away, when the workspace has source photos to compare with.
@@ -210,7 +212,7 @@ def _score(ws: Any, shas: list[str]) -> tuple[list[dict[str, Any]] | None, str |
 
         run = score_images([ws.blobs.path(s) for s in shas], references, conn=ws.db)
     except Exception as exc:  # missing optional models must not lose the stored images
-        return None, f"{type(exc).__name__}: {exc}".splitlines()[0]
+        return None, error_line(exc)
     return [_plain(s) for s in run.scores], None
 
 

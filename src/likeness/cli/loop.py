@@ -25,7 +25,15 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from likeness.cli.common import JSON_HELP, err, fail, open_workspace, out, print_json, progress_bar
+from likeness.cli.common import (
+    JSON_HELP,
+    fail,
+    open_workspace,
+    out,
+    print_json,
+    progress_bar,
+    resumable,
+)
 from likeness.cli.sweep import ENGINE_HELP, build_engine, step_reporter
 from likeness.engines import EngineCannotHonour
 from likeness.evaluate.current import current_recipe
@@ -88,37 +96,30 @@ def loop(
                 fail(str(exc))
             raise AssertionError("unreachable")
 
-        try:
-            with progress_bar() as bar:
-                task = bar.add_task("candidates", total=None)
+        with resumable("the turn"):
+            try:
+                with progress_bar() as bar:
+                    task = bar.add_task("candidates", total=None)
 
-                def on_candidate(done: int, total: int, cell: Any) -> None:
-                    bar.update(task, completed=done, total=total)
+                    def on_candidate(done: int, total: int, cell: Any) -> None:
+                        bar.update(task, completed=done, total=total)
 
-                result = run_loop_turn(
-                    ws,
-                    loaded,
-                    make_engine,
-                    make_scorer,
-                    n=n,
-                    again=again,
-                    progress=on_candidate,
-                    engine_progress=step_reporter(bar),
-                    allow_flags=tuple(allow_flag or ()),
-                )
-        except EngineCannotHonour as exc:
-            fail(f"{loaded.engine} cannot run {ws.root / 'recipe.toml'}: {exc}")
-        except typer.Exit:
-            raise
-        except KeyboardInterrupt:
-            err.print("interrupted: run `likeness loop` again to resume the turn")
-            raise typer.Exit(130) from None
-        except Exception as exc:  # an engine or server failure: stored work is kept
-            message = f"{type(exc).__name__}: {exc}".splitlines()[0]
-            fail(f"{message}; run the same command again to resume the turn")
-        finally:
-            for made in engines:
-                made.release()
+                    result = run_loop_turn(
+                        ws,
+                        loaded,
+                        make_engine,
+                        make_scorer,
+                        n=n,
+                        again=again,
+                        progress=on_candidate,
+                        engine_progress=step_reporter(bar),
+                        allow_flags=tuple(allow_flag or ()),
+                    )
+            except EngineCannotHonour as exc:
+                fail(f"{loaded.engine} cannot run {ws.root / 'recipe.toml'}: {exc}")
+            finally:
+                for made in engines:
+                    made.release()
     if as_json:
         print_json(result.to_json())
     else:

@@ -35,7 +35,16 @@ import typer
 from rich.progress import Progress
 from rich.table import Table
 
-from likeness.cli.common import JSON_HELP, err, fail, open_workspace, out, print_json, progress_bar
+from likeness.cli.common import (
+    JSON_HELP,
+    err,
+    fail,
+    open_workspace,
+    out,
+    print_json,
+    progress_bar,
+    resumable,
+)
 from likeness.engines import ENGINE_NAMES, Engine, EngineCannotHonour, ProgressUpdate, get_engine
 from likeness.evaluate.current import with_workspace_trigger
 from likeness.evaluate.scorer import NoReferences, WorkspaceScorer
@@ -156,38 +165,31 @@ def sweep(
             fail(str(exc))
         # 2. Run (or resume).
         total = len(loaded.cells())
-        try:
-            with progress_bar() as bar:
-                task = bar.add_task("cells", total=total)
+        with resumable("the sweep"):
+            try:
+                with progress_bar() as bar:
+                    task = bar.add_task("cells", total=total)
 
-                def on_cell(done: int, _total: int, cell: Any, result: Any) -> None:
-                    bar.update(task, completed=done, description=cell.label[:40])
-                    if result is not None and result.error:
-                        bar.console.print(
-                            f"[red]failed[/red] {cell.label} seed {cell.seed}: {result.error}",
-                            highlight=False,
-                        )
+                    def on_cell(done: int, _total: int, cell: Any, result: Any) -> None:
+                        bar.update(task, completed=done, description=cell.label[:40])
+                        if result is not None and result.error:
+                            bar.console.print(
+                                f"[red]failed[/red] {cell.label} seed {cell.seed}: {result.error}",
+                                highlight=False,
+                            )
 
-                result = run_sweep(
-                    ws,
-                    loaded,
-                    runner,
-                    scorer,
-                    progress=on_cell,
-                    engine_progress=step_reporter(bar),
-                )
-        except EngineCannotHonour as exc:
-            fail(f"{base.engine} cannot run this sweep: {exc}")
-        except typer.Exit:
-            raise
-        except KeyboardInterrupt:
-            err.print("interrupted: run the same command again to resume")
-            raise typer.Exit(130) from None
-        except Exception as exc:  # an engine or server failure: stored work is kept
-            message = f"{type(exc).__name__}: {exc}".splitlines()[0]
-            fail(f"{message}; run the same command again to resume the sweep")
-        finally:
-            runner.release()
+                    result = run_sweep(
+                        ws,
+                        loaded,
+                        runner,
+                        scorer,
+                        progress=on_cell,
+                        engine_progress=step_reporter(bar),
+                    )
+            except EngineCannotHonour as exc:
+                fail(f"{base.engine} cannot run this sweep: {exc}")
+            finally:
+                runner.release()
         data = result.to_json()
         # 3. Outputs.
         if best_out is not None and result.best is not None:
