@@ -348,3 +348,32 @@ def test_pages_cannot_be_framed_or_sniffed(client, review_ws):
         assert headers["x-frame-options"] == "DENY"
         assert headers["x-content-type-options"] == "nosniff"
         assert "frame-ancestors 'none'" in headers["content-security-policy"]
+
+
+def test_notes_tags_and_file_names_are_escaped(client, review_ws):
+    sha = review_ws.candidates[0]
+    name = '"><img src=x onerror=alert(1)>.png'
+    with connect(review_ws.root / DB_FILE, migrate=False) as conn:
+        conn.execute("UPDATE images SET original_name = ? WHERE sha256 = ?", (name, sha))
+        conn.commit()
+    note = "</script><script>alert('note')</script>"
+    made = decide(client, sha, "rejected", note=note, reviewer="<b>eve</b>")
+    assert made.status_code == 200
+    assert decide(client, sha, "rejected", tags=["<svg/onload=alert(1)>"]).status_code == 422
+    for html in (client.get(f"/focus/{sha}").text, client.get("/").text):
+        assert "<img src=x" not in html and "<script>alert" not in html and "<b>eve" not in html
+    focus = client.get(f"/focus/{sha}").text
+    assert "&lt;/script&gt;&lt;script&gt;alert(&#39;note&#39;)&lt;/script&gt;" in focus
+    assert "&#34;&gt;&lt;img src=x onerror=alert(1)&gt;.png" in focus
+    assert "&lt;b&gt;eve&lt;/b&gt;" in focus
+
+
+def test_an_undecodable_blob_gets_one_line_not_a_crash(client, review_ws):
+    sha = review_ws.candidates[0]
+    blob = review_ws.root / "blobs" / sha[:2] / sha
+    blob.chmod(0o644)
+    blob.write_bytes(b"not an image at all")
+    for path in (f"/thumb/{sha}", f"/face/{sha}"):
+        r = client.get(path)
+        assert r.status_code == 422, (path, r.status_code)
+        assert "\n" not in r.json()["detail"]

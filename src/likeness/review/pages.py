@@ -10,6 +10,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
+from likeness.imaging import ImageRejected
 from likeness.review import decisions as dec
 from likeness.review import provenance as prov
 from likeness.review.deps import (
@@ -168,6 +169,8 @@ def _thumb(st: ReviewState, sha: str, size: int, *, face: bool) -> FileResponse:
         path = st.thumbs.get(sha, size, box=box)
     except BlobNotFound as exc:
         raise HTTPException(404, "no such image") from exc
+    except ImageRejected as exc:
+        raise HTTPException(422, f"image {sha[:12]} cannot be shown: {exc}") from exc
     return FileResponse(path, media_type="image/webp", headers=_IMMUTABLE)
 
 
