@@ -100,9 +100,13 @@ def write_corrections(ws: Workspace, out: Path) -> int:
     out = Path(out)
     tmp = out.with_name(out.name + ".tmp")
     count = 0
-    with tmp.open("w", encoding="utf-8") as handle:
-        for record in corrections(ws):
-            handle.write(json.dumps(record, sort_keys=True, default=str) + "\n")
-            count += 1
-    tmp.replace(out)
+    try:
+        with tmp.open("w", encoding="utf-8") as handle:
+            for record in corrections(ws):
+                handle.write(json.dumps(record, sort_keys=True, default=str) + "\n")
+                count += 1
+        tmp.replace(out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return count
