@@ -93,3 +93,64 @@ def test_analyze_image_on_an_array(quick):
     analysis = analyze_image(np.full((64, 64, 3), 200, np.uint8), quick)
     assert analysis.faces == () and analysis.flags == ("no_face",)
     assert analysis.quality.skin_texture is None
+
+
+def test_tiny_and_flat_images_measure_without_crashing(tmp_path):
+    import numpy as np
+
+    instruments = Instruments(pose=None, expression=None, brisque=True)
+    for shape in [(1, 1, 3), (1, 700, 3), (9, 9, 3), (64, 64, 3)]:
+        analysis = analyze_image(np.full(shape, 90, np.uint8), instruments)
+        assert analysis.flags == ("no_face",)
+        assert analysis.quality.brisque is None  # nothing to measure, not NaN or a crash
+    paths = []
+    for name, mode, size in [("grey.png", "L", (40, 30)), ("dot.png", "RGB", (1, 1))]:
+        path = tmp_path / name
+        from PIL import Image
+
+        Image.new(mode, size, 128).save(path)
+        paths.append(path)
+    run = score_images(paths, paths, instruments=instruments, workers=1)
+    assert [s.error for s in run.scores] == [None, None]
+    assert all(s.flags[0] == "no_face" and s.match is None for s in run.scores)
+
+
+class _Broken:
+    """A face backend that fails on one image size, as a third-party model might."""
+
+    name, version, match_threshold = "broken", "1", 0.6
+
+    def analyze(self, rgb):
+        if rgb.shape[0] == 33:
+            raise RuntimeError("model exploded\n  at layer 3")
+        return []
+
+
+def test_an_instrument_failure_fails_its_image_only(tmp_path):
+    from PIL import Image
+
+    bad, good = tmp_path / "bad.png", tmp_path / "good.png"
+    Image.new("RGB", (40, 33)).save(bad)
+    Image.new("RGB", (40, 40)).save(good)
+    instruments = Instruments(faces=_Broken(), expression=None, pose=None)
+    run = score_images([bad, good], [good], instruments=instruments, workers=1)
+    failed, fine = run.scores
+    assert failed.error and "bad.png" in failed.error and "model exploded" in failed.error
+    assert "\n" not in failed.error and fine.error is None
+
+
+def test_damaged_cache_rows_are_recomputed(photo_dir, quick):
+    from likeness.metrics.analysis import ANALYZER_NAME
+    from likeness.store.db import connect
+
+    conn = connect(":memory:")
+    paths = [photo_dir / n for n in ("obama2.jpg", "biden.jpg")]
+    refs = [photo_dir / "obama.jpg"]
+    first = score_images(paths, refs, instruments=quick, conn=conn, workers=1)
+    damage = [("{not json", first.scores[0].sha256), ('{"sha256": "x"}', first.scores[1].sha256)]
+    conn.executemany("UPDATE analyses SET result = ? WHERE image_sha = ?", damage)
+    again = score_images(paths, refs, instruments=quick, conn=conn, workers=1)
+    assert (again.analyzed, again.cached) == (2, 1)
+    assert [s.to_json() for s in again.scores] == [s.to_json() for s in first.scores]
+    rows = conn.execute("SELECT result FROM analyses WHERE analyzer = ?", (ANALYZER_NAME,))
+    assert all(json.loads(r[0])["faces"] for r in rows)  # repaired in place

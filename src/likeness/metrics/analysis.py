@@ -151,6 +151,7 @@ def analyze_image(rgb: np.ndarray, instruments: Instruments, sha256: str = "") -
         )
     # 4. Quality.
     box = face.box if face is not None else None
+    brisque = quality.brisque(luma) if instruments.brisque else None
     raw = quality.QualityRaw(
         sharpness=round(quality.sharpness(luma, box), 3),
         grain=round(quality.grain(luma), 4),
@@ -159,7 +160,7 @@ def analyze_image(rgb: np.ndarray, instruments: Instruments, sha256: str = "") -
         else None,
         clipping=round(quality.clipping(luma, box), 4),
         face_px=round(face.box.width, 1) if face is not None else None,
-        brisque=round(quality.brisque(luma), 3) if instruments.brisque else None,
+        brisque=round(brisque, 3) if brisque is not None else None,
     )
     return ImageAnalysis(
         sha256=sha256,

@@ -171,9 +171,14 @@ def clipping(rgb: np.ndarray, box: Box | None = None) -> float:
     return float(100.0 * np.mean((g <= CLIP_LOW) | (g >= CLIP_HIGH)))
 
 
-def brisque(rgb: np.ndarray) -> float:
+BRISQUE_MIN_SIDE = 16
+"""Below this many pixels on the short side (after resampling) BRISQUE has no statistics."""
+
+
+def brisque(rgb: np.ndarray) -> float | None:
     """BRISQUE (0 best .. ~100 worst) with the SVM shipped in the `brisque` package, on the
-    luma resampled to a 512 px long side."""
+    luma resampled to a 512 px long side. None when the image is too small or too flat to
+    measure (a uniform image has no local statistics)."""
     import cv2
 
     try:
@@ -186,16 +191,22 @@ def brisque(rgb: np.ndarray) -> float:
     factor = min(1.0, 512 / max(g.shape))
     if factor < 1:
         g = cv2.resize(g, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+    if min(g.shape[:2]) < BRISQUE_MIN_SIDE:
+        return None
     g = g.astype(np.float64) / 255.0
     model = BRISQUE(url=False)
     half = cv2.resize(g, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_CUBIC)
-    features = [
-        *model.calculate_brisque_features(g, kernel_size=7, sigma=7 / 6),
-        *model.calculate_brisque_features(half, kernel_size=7, sigma=7 / 6),
-    ]
+    with np.errstate(invalid="ignore", divide="ignore"):  # flat images: NaN, checked below
+        features = [
+            *model.calculate_brisque_features(g, kernel_size=7, sigma=7 / 6),
+            *model.calculate_brisque_features(half, kernel_size=7, sigma=7 / 6),
+        ]
     # brisque 0.2 returns some features as 1-element arrays; flatten them to floats.
     flat = np.array([float(np.asarray(v, dtype=np.float64).reshape(-1)[0]) for v in features])
-    return float(model.calculate_image_quality_score(flat))
+    if not np.isfinite(flat).all():
+        return None
+    score = float(model.calculate_image_quality_score(flat))
+    return score if np.isfinite(score) else None
 
 
 @dataclass(frozen=True)

@@ -208,14 +208,10 @@ def analyze_inputs(
     for item in inputs:
         if item.error is None:
             by_sha.setdefault(item.sha256, []).append(item)
-    found: dict[str, dict[str, Any]] = {}
-    if conn is not None and by_sha:
-        from likeness.store.analyses import get_analyses
-
-        found = get_analyses(conn, list(by_sha), ANALYZER_NAME, version)
-    for sha, result in found.items():
+    found = _cached(conn, list(by_sha), version) if conn is not None and by_sha else {}
+    for sha, analysis in found.items():
         for item in by_sha[sha]:
-            item.analysis = ImageAnalysis.from_dict(result)
+            item.analysis = analysis
     todo = {sha: items[0].path for sha, items in by_sha.items() if sha not in found}
     total, done = len(by_sha), len(found)
     if progress:
@@ -240,6 +236,34 @@ def analyze_inputs(
 
     run_parallel(todo, instruments, workers, deliver)
     return len(todo), len(found)
+
+
+def _cached(conn: sqlite3.Connection, shas: list[str], version: str) -> dict[str, ImageAnalysis]:
+    """Cached analyses of `shas`. A row that no longer parses (damaged, or written by an
+    incompatible build under the same version) is left out, so the image is analysed again
+    and its row replaced."""
+    from likeness.store.analyses import get_analyses, get_analysis
+
+    try:
+        rows: dict[str, dict[str, Any] | None] = dict(
+            get_analyses(conn, shas, ANALYZER_NAME, version)
+        )
+    except ValueError:  # one row is not JSON: read them one by one
+        rows = {}
+        for sha in shas:
+            try:
+                rows[sha] = get_analysis(conn, sha, ANALYZER_NAME, version)
+            except ValueError:
+                continue
+    found: dict[str, ImageAnalysis] = {}
+    for sha, result in rows.items():
+        if result is None:
+            continue
+        try:
+            found[sha] = ImageAnalysis.from_dict(result)
+        except (KeyError, TypeError, ValueError, IndexError):
+            continue
+    return found
 
 
 def _file_sha256(path: Path) -> str:
@@ -350,7 +374,7 @@ def _dispatch(
                     try:
                         results.put((sha, future.result()))
                     except Exception as exc:  # a crashed worker fails its image, not the batch
-                        results.put((sha, f"analysis failed: {type(exc).__name__}: {exc}"))
+                        results.put((sha, f"analysis failed: {_one_line(exc)}"))
     finally:
         results.put(None)
 
@@ -386,7 +410,15 @@ def _analyze_file(path: Path, sha: str, instruments: Instruments) -> dict[str, A
         return f"{path}: {exc.reason}"
     except OSError as exc:
         return f"{path}: cannot read ({exc})"
-    return analyze_image(rgb, instruments, sha256=sha).to_dict()
+    try:
+        return analyze_image(rgb, instruments, sha256=sha).to_dict()
+    except Exception as exc:  # as in the pool: a failing instrument fails its image only
+        return f"{path}: analysis failed: {_one_line(exc)}"
+
+
+def _one_line(exc: Exception) -> str:
+    """`Type: message` on one line (OpenCV's messages span several)."""
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
 
 
 def build_references(
