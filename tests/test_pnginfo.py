@@ -106,3 +106,15 @@ def test_prompt_without_parameter_line_is_all_prompt():
     prompt, negative, params = parse_parameters("just a prompt, with commas: and colons")
     assert prompt == "just a prompt, with commas: and colons"
     assert negative == "" and params == {}
+
+
+def test_foreign_likeness_chunk_reads_as_no_provenance():
+    for raw in ("not json {", "[1, 2]"):
+        info = PilPngInfo()
+        info.add_text("parameters", "a cat\nSteps: 20, Seed: 1, Size: 8x8")
+        info.add_text("likeness", raw)
+        buf = io.BytesIO()
+        Image.new("RGB", (8, 8)).save(buf, format="PNG", pnginfo=info)
+        read = read_pnginfo(buf.getvalue())
+        assert read.provenance is None and read.prompt == "a cat"
+        assert read.params["Seed"] == "1"

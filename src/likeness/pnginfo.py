@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from PIL import Image
+    from PIL import Image, PngImagePlugin
 
 PARAMETERS_KEY = "parameters"
 PROVENANCE_KEY = "likeness"
@@ -164,7 +165,7 @@ def parse_parameters(text: str) -> tuple[str, str, dict[str, str]]:
     return "\n".join(prompt_lines).strip(), "\n".join(negative_lines).strip(), params
 
 
-def pnginfo_for(provenance: dict[str, Any]) -> Any:
+def pnginfo_for(provenance: dict[str, Any]) -> PngImagePlugin.PngInfo:
     """A ``PIL.PngImagePlugin.PngInfo`` carrying both chunks."""
     from PIL.PngImagePlugin import PngInfo as PilPngInfo
 
@@ -181,8 +182,12 @@ def encode_png(image: Image.Image, provenance: dict[str, Any]) -> bytes:
     return buf.getvalue()
 
 
-def read_pnginfo(source: bytes | str | Any) -> PngInfo:
-    """Read both chunks back from PNG bytes, a path or an open PIL image."""
+def read_pnginfo(source: bytes | str | os.PathLike[str] | Image.Image) -> PngInfo:
+    """Read both chunks back from PNG bytes, a path or an open PIL image.
+
+    A ``likeness`` chunk that is not a JSON object (written by another program) reads as no
+    provenance rather than failing the whole read.
+    """
     from PIL import Image
 
     if isinstance(source, bytes | bytearray):
@@ -195,11 +200,19 @@ def read_pnginfo(source: bytes | str | Any) -> PngInfo:
             text = dict(getattr(img, "text", {}) or {})
     parameters = text.get(PARAMETERS_KEY)
     raw = text.get(PROVENANCE_KEY)
-    provenance = json.loads(raw) if raw else None
+    provenance = _json_object(raw) if raw else None
     if parameters is None:
         return PngInfo(parameters=None, provenance=provenance)
     prompt, negative, params = parse_parameters(parameters)
     return PngInfo(parameters, prompt, negative, params, provenance)
+
+
+def _json_object(text: str) -> dict[str, Any] | None:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def _stem(name: str) -> str:
