@@ -229,3 +229,12 @@ def test_recipe_validate_reports_field_and_engine_refusal(tmp_path: Path):
     result = runner.invoke(_app(), ["recipe", "validate", str(missing), "--engine", "--json"])
     data = json.loads(result.stdout)
     assert result.exit_code == 1 and data["field"] == "model" and data["engine"] == "diffusers"
+
+
+def test_unreadable_recipe_file_is_one_line(tmp_path: Path):
+    binary = tmp_path / "model.toml"
+    binary.write_bytes(b"\xff\xfe\x00bad")
+    with pytest.raises(RecipeError, match="is not UTF-8 text"):
+        Recipe.from_toml_file(binary)
+    with pytest.raises(RecipeError, match="cannot be read"):
+        Recipe.from_toml_file(tmp_path)  # a folder

@@ -258,6 +258,14 @@ class Recipe:
             raise RecipeError(
                 "recipe", str(path), "does not exist; pass an existing TOML file"
             ) from None
+        except UnicodeDecodeError:
+            raise RecipeError(
+                "recipe", str(path), "is not UTF-8 text; pass a TOML recipe file"
+            ) from None
+        except OSError as exc:
+            raise RecipeError(
+                "recipe", str(path), f"cannot be read ({exc.strerror or exc}); pass a TOML file"
+            ) from None
         return cls.from_toml(text, source=str(path))
 
     def write_toml(self, path: str | Path) -> None:
