@@ -131,3 +131,21 @@ def test_unreadable_images_are_named_and_set_the_exit_status(app, folders, tmp_p
     broken, good = json.loads(result.stdout)
     assert broken["error"] and broken["flags"] == ["unreadable"] and not broken["pass"]
     assert good["pass"]
+
+
+def test_file_names_that_look_like_markup_are_printed_as_is(app, folders, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LIKENESS_WORKSPACE", raising=False)
+    gen = tmp_path / "gen"
+    gen.mkdir()
+    shutil.copy(folders / "gen" / "obama2.jpg", gen / "take[bold]1.jpg")
+    (gen / "bad[red]x.png").write_bytes(b"\x89PNG not really")
+    monkeypatch.setattr(score.out, "_width", 300)  # the whole table, names untruncated
+    result = CliRunner().invoke(app, [
+        "score", str(gen), "--refs", str(folders / "refs"), "--no-body-pose", "--workers", "1",
+    ])  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert "take[bold]1.jpg" in result.stdout and "bad[red]x.png" in result.stderr
+    crops = CliRunner().invoke(app, ["refs", "crop", str(gen), "--out", str(tmp_path / "c")])
+    assert crops.exit_code == 0, crops.output
+    assert "take[bold]1.jpg" in crops.stdout and "bad[red]x.png" in crops.stderr

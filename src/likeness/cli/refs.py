@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from likeness.cli.common import err, fail, out, print_json, progress_bar
 from likeness.cli.score import _expand, _maybe_workspace, _workspace_images
@@ -107,14 +108,14 @@ def crop(
         return
     for entry in results:
         if entry.get("error"):
-            err.print(f"[red]skipped[/red] {entry['error']}", highlight=False)
+            err.print(f"[red]skipped[/red] {escape(entry['error'])}", highlight=False)
         elif entry["crop"] is None:
-            err.print(f"[yellow]no face[/yellow] {entry['name']}", highlight=False)
+            err.print(f"[yellow]no face[/yellow] {escape(entry['name'])}", highlight=False)
         else:
             flags = f" ({', '.join(entry['flags'])})" if entry["flags"] else ""
-            out.print(f"{entry['name']} -> {entry['crop']}{flags}", highlight=False)
+            out.print(escape(f"{entry['name']} -> {entry['crop']}{flags}"), highlight=False)
     written = sum(1 for e in results if e["crop"])
-    err.print(f"{written} of {len(results)} photos cropped to {size}x{size} in {out_dir}")
+    err.print(escape(f"{written} of {len(results)} photos cropped to {size}x{size} in {out_dir}"))
 
 
 def _unique(name: str, used: set[str]) -> str:

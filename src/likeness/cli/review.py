@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from likeness.cli.common import JSON_HELP, err, fail, open_workspace, out, print_json
 from likeness.review.decisions import count_decisions
@@ -84,11 +85,11 @@ def serve(
                 highlight=False,
             )
     out.print(
-        f"review [bold]{root.name}[/bold]: {counts.undecided} left, {counts.accepted} accepted, "
+        f"review [bold]{escape(root.name)}[/bold]: {counts.undecided} left, {counts.accepted} accepted, "
         f"{counts.rejected} rejected",
         highlight=False,
     )
-    out.print(f"open {url}", highlight=False, soft_wrap=True)
+    out.print(f"open {escape(url)}", highlight=False, soft_wrap=True)
     if warm:
         threading.Thread(target=_warm_thumbnails, args=(review_app,), daemon=True).start()
     if open_browser:
@@ -137,7 +138,7 @@ def to_dataset(
     version = made.version
     parent = f" (parent v{version.parent_version})" if version.parent_version else ""
     out.print(
-        f"created [bold]{version.ref}[/bold]{parent}: {version.count} images from "
+        f"created [bold]{escape(version.ref)}[/bold]{parent}: {version.count} images from "
         f"{len(made.reviews)} accepted reviews",
         highlight=False,
     )
@@ -164,4 +165,4 @@ def corrections(
     if as_json:
         print_json({"path": str(out_path), "count": count})
         return
-    out.print(f"wrote {count} rejected images to {out_path}", highlight=False)
+    out.print(escape(f"wrote {count} rejected images to {out_path}"), highlight=False)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from likeness.cli.common import err, fail, out, print_json, progress_bar, workspace_path
@@ -161,9 +162,11 @@ def score(
             thresholds=_report_thresholds(thresholds, run),
             names=names,
         )
-        err.print(f"report: {index}")
+        err.print(f"report: {escape(str(index))}")
     for path in run.references.skipped:
-        err.print(f"[yellow]reference without a usable face:[/yellow] {names.get(path, path)}")
+        err.print(
+            f"[yellow]reference without a usable face:[/yellow] {escape(names.get(path, path))}"
+        )
     if run.references.calibration is not None:
         for sha in run.references.calibration.outliers:
             err.print(f"[yellow]reference looks like someone else:[/yellow] {sha[:12]}")
@@ -173,7 +176,7 @@ def score(
         _print_table(rows, names)
     failed = [r for r in rows if r.get("error")]
     for row in failed:
-        err.print(f"[red]not scored[/red] {row['error']}", highlight=False)
+        err.print(f"[red]not scored[/red] {escape(row['error'])}", highlight=False)
     err.print(
         f"{len(rows)} scored, {sum(r['pass'] for r in rows)} pass; "
         f"{run.analyzed} analysed, {run.cached} from cache"
@@ -260,9 +263,9 @@ def _print_table(rows: list[dict[str, Any]], names: dict[str, str]) -> None:
     for r in ordered:
         name = names.get(r["path"], Path(r["path"]).name)
         verdict = "[green]yes[/green]" if r["pass"] else "[red]no[/red]"
-        flags = ", ".join(r["flags"]) if not r.get("error") else f"[red]{r['error']}[/red]"
+        flags = ", ".join(r["flags"]) if not r.get("error") else f"[red]{escape(r['error'])}[/red]"
         table.add_row(
-            name, _fmt(r["match"], 1), _fmt(r["distance"], 3), verdict, r["angle"] or "–",
+            escape(name), _fmt(r["match"], 1), _fmt(r["distance"], 3), verdict, r["angle"] or "–",
             r["expression"] or "–", r["body_pose"], _fmt(r["sharpness"], 0),
             _fmt(r["grain"], 2), _fmt(r["plastic"], 2), flags,
         )  # fmt: skip
