@@ -37,6 +37,7 @@ class PhotoEngine:
         self.calls: list[tuple[str, int]] = []
         self.fail_after = fail_after
         self._png: dict[str, bytes] = {}
+        self.closed = False
 
     def check(self, recipe: Recipe) -> None:
         return None
@@ -71,6 +72,9 @@ class PhotoEngine:
 
     def release(self) -> None:
         return None
+
+    def close(self) -> None:
+        self.closed = True
 
 
 def sample(name: str) -> Path:

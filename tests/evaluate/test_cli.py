@@ -84,6 +84,7 @@ def test_card_spec_copy_is_editable_and_runs(face_ws, photo_engine, tmp_path):
     Recipe(model="photos", seed=7, cfg=4.0).write_toml(face_ws.root / "recipe.toml")
     result = invoke(face_ws, "card", "--spec", str(out), "--tries", "1", "--json")
     assert json.loads(result.stdout)["shots"] == 2
+    assert photo_engine.closed
     # Writing over an existing file is refused.
     again = runner.invoke(app, ["card", "spec", str(out)])
     assert again.exit_code == 2 and "exists" in again.stderr
@@ -98,6 +99,7 @@ def test_loop_cli(face_ws, photo_engine):
     data = json.loads(result.stdout)
     assert data["n"] == 3 and len(data["candidates"]) == 3
     assert data["waiting_for"] in ("review", "recipe")
+    assert photo_engine.closed  # the engine's connections end with the command
     text = invoke(face_ws, "loop")
     assert "waiting for" in text.stdout and "generated now" in text.stdout
 
@@ -116,3 +118,20 @@ def test_every_command_has_help():
     for args in (["sweep"], ["card"], ["card", "spec"], ["card", "compare"], ["loop"]):
         result = runner.invoke(app, [*args, "--help"])
         assert result.exit_code == 0 and "Example:" in result.stdout, args
+
+
+def test_engine_session_keeps_the_first_error():
+    from likeness.cli.sweep import engine_session
+
+    class Gone(PhotoEngine):
+        def release(self) -> None:
+            raise ConnectionError("server went away")
+
+    engine = Gone(lambda recipe, seed: "x")
+    with pytest.raises(ValueError, match="first"), engine_session(engine):
+        raise ValueError("first")
+    assert engine.closed
+    clean = Gone(lambda recipe, seed: "x")
+    with pytest.raises(ConnectionError), engine_session(clean):
+        pass
+    assert clean.closed

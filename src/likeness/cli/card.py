@@ -48,7 +48,7 @@ from likeness.cli.common import (
     progress_bar,
     resumable,
 )
-from likeness.cli.sweep import ENGINE_HELP, build_engine, step_reporter
+from likeness.cli.sweep import ENGINE_HELP, build_engine, engine_session, step_reporter
 from likeness.engines import EngineCannotHonour
 from likeness.evaluate.card import CardError, CardResult, run_card
 from likeness.evaluate.card_spec import CardSpecError, default_spec_text, load_card_spec
@@ -126,13 +126,13 @@ def card(
         runner = build_engine(
             loaded.engine, comfy_url=comfy_url or ws.settings.comfyui.url, allow_pickle=allow_pickle
         )
-        try:
-            scorer = WorkspaceScorer(ws)
-        except NoReferences as exc:
-            fail(str(exc))
-        k = tries or ws.settings.card.tries
-        # 2. Run (or resume, or load).
-        with resumable("the card"):
+        with resumable("the card"), engine_session(runner):
+            try:
+                scorer = WorkspaceScorer(ws)
+            except NoReferences as exc:
+                fail(str(exc))
+            k = tries or ws.settings.card.tries
+            # 2. Run (or resume, or load).
             try:
                 with progress_bar() as bar:
                     task = bar.add_task("shots", total=len(shots.shots))
@@ -158,8 +158,6 @@ def card(
                     bar.update(task, completed=len(shots.shots))
             except (CardError, EngineCannotHonour) as exc:
                 fail(str(exc))
-            finally:
-                runner.release()
         data = result.to_json()
         # 3. Grid image and report.
         from likeness.report.card import write_card_grid, write_card_report

@@ -14,6 +14,7 @@ the database (``generations`` table) and inside the PNG (A1111 ``parameters`` + 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from pathlib import Path
@@ -103,53 +104,59 @@ def generate(
         runner = get_engine(
             loaded.engine, comfy_url=comfy_url, allow_pickle=allow_pickle, **options
         )
-        runner.check(loaded)
-    except (EngineCannotHonour, ValueError) as exc:
+    except ValueError as exc:
         fail(str(exc))
-    except Exception as exc:  # a server that cannot be reached, a missing extra
+    except Exception as exc:  # a missing extra
         fail(f"{loaded.engine}: {type(exc).__name__}: {exc}")
-    with open_workspace(ctx) as ws:
-        # 2. The job: same recipe and n resume the unfinished run with its seeds.
-        job = start_job(
-            ws.db,
-            "generate",
-            job_key("generate", loaded.recipe_hash(), n),
-            total=n,
-            params={"recipe": loaded.to_dict(), "n": n, "engine": loaded.engine},
-        )
-        seeded = _job_seed(ws.db, job.id, loaded)
-        if job.resumed:
-            err.print(f"resuming job {job.id} ({job.done}/{n} images stored before)")
-        # 3. Generate, store, record.
-        from likeness.curate.ingest import Ingester
+    with contextlib.closing(runner):
+        try:
+            runner.check(loaded)
+        except (EngineCannotHonour, ValueError) as exc:
+            fail(str(exc))
+        except Exception as exc:  # a server that cannot be reached
+            fail(f"{loaded.engine}: {type(exc).__name__}: {exc}")
+        with open_workspace(ctx) as ws:
+            # 2. The job: same recipe and n resume the unfinished run with its seeds.
+            job = start_job(
+                ws.db,
+                "generate",
+                job_key("generate", loaded.recipe_hash(), n),
+                total=n,
+                params={"recipe": loaded.to_dict(), "n": n, "engine": loaded.engine},
+            )
+            seeded = _job_seed(ws.db, job.id, loaded)
+            if job.resumed:
+                err.print(f"resuming job {job.id} ({job.done}/{n} images stored before)")
+            # 3. Generate, store, record.
+            from likeness.curate.ingest import Ingester
 
-        ingester = Ingester(ws, origin="synthetic")
-        rows: list[dict[str, Any]] = []
-        with resumable(f"job {job.id}", on_error=job.fail), progress_bar() as bar:
-            images_task = bar.add_task("images", total=n, completed=job.done)
-            step_task = bar.add_task("steps", total=1)
+            ingester = Ingester(ws, origin="synthetic")
+            rows: list[dict[str, Any]] = []
+            with resumable(f"job {job.id}", on_error=job.fail), progress_bar() as bar:
+                images_task = bar.add_task("images", total=n, completed=job.done)
+                step_task = bar.add_task("steps", total=1)
 
-            def on_progress(update: ProgressUpdate) -> None:
-                bar.update(
-                    step_task,
-                    description=update.stage,
-                    completed=update.step,
-                    total=max(update.steps, 1),
-                )
+                def on_progress(update: ProgressUpdate) -> None:
+                    bar.update(
+                        step_task,
+                        description=update.stage,
+                        completed=update.step,
+                        total=max(update.steps, 1),
+                    )
 
-            for start in range(job.done, n, seeded.batch):
-                count = min(seeded.batch, n - start)
-                chunk = seeded.with_overrides({"seed": (seeded.seed + start) % (MAX_SEED + 1)})
-                for image in runner.generate(chunk, count, progress=on_progress):
-                    rows.append(_store(ingester, ws.db, image, job.id, seeded))
-                    bar.advance(images_task)
-                job.set_progress(start + count)
-        stored = sum(r["status"] in ("stored", "near_duplicate") for r in rows)
-        job.finish(message=f"{stored} images stored")
-        # 4. Score right away, when the workspace has source photos to compare with.
-        scores, score_error = (None, None)
-        if score and rows:
-            scores, score_error = _score(ws, [r["sha256"] for r in rows if r["sha256"]])
+                for start in range(job.done, n, seeded.batch):
+                    count = min(seeded.batch, n - start)
+                    chunk = seeded.with_overrides({"seed": (seeded.seed + start) % (MAX_SEED + 1)})
+                    for image in runner.generate(chunk, count, progress=on_progress):
+                        rows.append(_store(ingester, ws.db, image, job.id, seeded))
+                        bar.advance(images_task)
+                    job.set_progress(start + count)
+            stored = sum(r["status"] in ("stored", "near_duplicate") for r in rows)
+            job.finish(message=f"{stored} images stored")
+            # 4. Score right away, when the workspace has source photos to compare with.
+            scores, score_error = (None, None)
+            if score and rows:
+                scores, score_error = _score(ws, [r["sha256"] for r in rows if r["sha256"]])
     result = {
         "job": job.id,
         "resumed": job.resumed,

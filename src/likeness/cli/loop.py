@@ -19,6 +19,7 @@ The current recipe is `<workspace>/recipe.toml` (write it with `likeness sweep S
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -34,8 +35,8 @@ from likeness.cli.common import (
     progress_bar,
     resumable,
 )
-from likeness.cli.sweep import ENGINE_HELP, build_engine, step_reporter
-from likeness.engines import EngineCannotHonour
+from likeness.cli.sweep import ENGINE_HELP, build_engine, engine_session, step_reporter
+from likeness.engines import Engine, EngineCannotHonour
 from likeness.evaluate.current import current_recipe
 from likeness.evaluate.loop import LoopStatus, run_loop_turn
 from likeness.evaluate.scorer import NoReferences, WorkspaceScorer
@@ -81,13 +82,11 @@ def loop(
                 loaded = loaded.with_overrides({"engine": engine})
         except RecipeError as exc:
             fail(str(exc))
-        engines: list[Any] = []
+        sessions = contextlib.ExitStack()
 
-        def make_engine() -> Any:
-            engines.append(
-                build_engine(loaded.engine, comfy_url=comfy_url or ws.settings.comfyui.url)
-            )
-            return engines[-1]
+        def make_engine() -> Engine:
+            made = build_engine(loaded.engine, comfy_url=comfy_url or ws.settings.comfyui.url)
+            return sessions.enter_context(engine_session(made))
 
         def make_scorer() -> WorkspaceScorer:
             try:
@@ -96,7 +95,7 @@ def loop(
                 fail(str(exc))
             raise AssertionError("unreachable")
 
-        with resumable("the turn"):
+        with resumable("the turn"), sessions:
             try:
                 with progress_bar() as bar:
                     task = bar.add_task("candidates", total=None)
@@ -117,9 +116,6 @@ def loop(
                     )
             except EngineCannotHonour as exc:
                 fail(f"{loaded.engine} cannot run {ws.root / 'recipe.toml'}: {exc}")
-            finally:
-                for made in engines:
-                    made.release()
     if as_json:
         print_json(result.to_json())
     else:

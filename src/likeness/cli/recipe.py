@@ -108,7 +108,10 @@ def validate(
 
             result["engine"] = loaded.engine
             runner = get_engine(loaded.engine, comfy_url=comfy_url, allow_pickle=allow_pickle)
-            runner.check(loaded)
+            try:
+                runner.check(loaded)
+            finally:
+                runner.close()
     except Exception as exc:  # RecipeError, EngineCannotHonour, a server that cannot be reached
         result.update(ok=False, field=getattr(exc, "field", None), error=str(exc))
     if as_json:

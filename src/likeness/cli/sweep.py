@@ -25,9 +25,10 @@ image sha256, objective, match, pass, angle, expression, grain, plastic, sharpne
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -75,6 +76,26 @@ def build_engine(
     except Exception as exc:  # a missing extra, a server that cannot be reached
         fail(f"{name}: {type(exc).__name__}: {exc}")
     raise AssertionError("unreachable")
+
+
+@contextlib.contextmanager
+def engine_session(engine: Engine) -> Iterator[Engine]:
+    """Release the engine's models and close its connections however the run ends.
+
+    When the run already failed, a failing release (a server that went away) does not hide
+    the first error.
+    """
+    try:
+        yield engine
+    except BaseException:
+        with contextlib.suppress(Exception):
+            engine.release()
+        engine.close()
+        raise
+    try:
+        engine.release()
+    finally:
+        engine.close()
 
 
 def step_reporter(bar: Progress) -> Callable[[ProgressUpdate], None]:
@@ -159,13 +180,13 @@ def sweep(
             device=device,
             dtype=dtype,
         )
-        try:
-            scorer = WorkspaceScorer(ws)
-        except NoReferences as exc:
-            fail(str(exc))
-        # 2. Run (or resume).
-        total = len(loaded.cells())
-        with resumable("the sweep"):
+        with resumable("the sweep"), engine_session(runner):
+            try:
+                scorer = WorkspaceScorer(ws)
+            except NoReferences as exc:
+                fail(str(exc))
+            # 2. Run (or resume).
+            total = len(loaded.cells())
             try:
                 with progress_bar() as bar:
                     task = bar.add_task("cells", total=total)
@@ -188,8 +209,6 @@ def sweep(
                     )
             except EngineCannotHonour as exc:
                 fail(f"{base.engine} cannot run this sweep: {exc}")
-            finally:
-                runner.release()
         data = result.to_json()
         # 3. Outputs.
         if best_out is not None and result.best is not None:

@@ -91,7 +91,8 @@ class Engine(Protocol):
     ``generate(recipe, n)`` makes ``n`` images with seeds ``recipe.seed + i`` (a recipe with
     ``seed = -1`` gets a random seed first, see :func:`resolve_seed`); ``edit`` applies an
     instruction to an image, or raises ``NotImplementedError`` saying which engine can;
-    ``release()`` frees models and memory held between calls.
+    ``release()`` frees models and memory held between calls; ``close()`` ends what the
+    engine opened itself (a server connection) and is the last call.
     """
 
     name: str
@@ -105,6 +106,8 @@ class Engine(Protocol):
     def edit(self, image: Image.Image, instruction: str) -> GeneratedImage: ...
 
     def release(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 def resolve_seed(recipe: Recipe) -> Recipe:

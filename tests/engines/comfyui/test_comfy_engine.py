@@ -31,6 +31,17 @@ def test_is_an_engine(fake: FakeComfyUI) -> None:
         eng.edit(Image.new("RGB", (8, 8)), "smile")
 
 
+def test_close_closes_only_the_client_it_opened(fake: FakeComfyUI) -> None:
+    own = ComfyUIEngine(fake.url)
+    own.close()
+    assert own.http.is_closed
+    import httpx
+
+    with httpx.Client(base_url=fake.url) as shared:
+        ComfyUIEngine(fake.url, http=shared).close()
+        assert not shared.is_closed
+
+
 def test_generate_returns_pngs_with_provenance(fake: FakeComfyUI, recipe: Recipe) -> None:
     updates: list[ProgressUpdate] = []
     images = engine(fake.url).generate(recipe, 2, progress=updates.append)

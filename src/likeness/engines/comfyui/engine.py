@@ -138,6 +138,7 @@ class ComfyUIEngine:
     ) -> None:
         self.url = url.rstrip("/")
         self.http = http if http is not None else client.connect(self.url)
+        self._owns_http = http is None
         self.options = options
         self.policy = policy
         self.client_id = client_id or str(uuid.uuid4())
@@ -367,4 +368,6 @@ class ComfyUIEngine:
         client.free(self.http)
 
     def close(self) -> None:
-        self.http.close()
+        """Close the HTTP client this engine opened (one passed in belongs to the caller)."""
+        if self._owns_http:
+            self.http.close()

@@ -198,6 +198,10 @@ class DiffusersEngine:
         self._key = None
         release_device_memory(device)
 
+    def close(self) -> None:
+        """Nothing is open besides the models: the same as :meth:`release`."""
+        self.release()
+
     # -- steps --------------------------------------------------------------------------
     def pipeline(self, recipe: Recipe) -> Any:
         """The (cached) text-to-image pipeline for ``recipe``'s model."""
