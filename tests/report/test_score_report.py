@@ -62,3 +62,43 @@ def test_names_replace_blob_paths(tmp_path):
         tmp_path / "out", [_row(blob, 7.0)], [], names={str(blob): "holiday.jpg"}
     ).read_text()
     assert "holiday.jpg" in page
+
+
+def test_names_flags_and_errors_are_escaped(tmp_path):
+    name = '"><script>alert(1)</script>.png'
+    blob = _image(tmp_path / "blob", 120)
+    row = _row(blob, 7.0, flags=["<b>x</b>"], error="<img src=x onerror=alert(2)>")
+    page = write_score_report(
+        tmp_path / "out", [row], [], title="<i>t</i>", names={str(blob): name}
+    ).read_text()
+    assert "<script>" not in page and "<img src=x" not in page and "<b>x" not in page
+    assert "<i>t" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+def test_a_failed_thumbnail_leaves_no_partial_file(tmp_path, monkeypatch):
+    from likeness.report import score_report
+
+    blob = _image(tmp_path / "blob.png", 120)
+
+    def broken_save(self, target, *args, **kwargs):
+        Path(target).write_bytes(b"\xff\xd8 half a JPEG")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Image.Image, "save", broken_save)
+    thumbs = tmp_path / "thumbs"
+    thumbs.mkdir()
+    assert score_report._thumbnail(blob, thumbs, "k") is None  # "no preview", not a crash
+    assert list(thumbs.iterdir()) == []  # nothing a later run would take for a thumbnail
+
+
+def test_a_plot_that_cannot_be_saved_closes_its_figure(tmp_path):
+    import matplotlib.pyplot as plt
+    import pytest
+
+    from likeness.report.plots import histogram_png
+
+    before = set(plt.get_fignums())
+    with pytest.raises(OSError):
+        histogram_png(tmp_path / "missing" / "m.png", "match", [1.0, 2.0])
+    assert set(plt.get_fignums()) == before

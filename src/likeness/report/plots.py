@@ -6,6 +6,10 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 NUMERIC_BINS = 20
 
@@ -24,6 +28,22 @@ def histogram_png(
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(4.2, 2.6), dpi=100)
+    try:
+        _draw(ax, title, values, reference_values, threshold)
+        fig.tight_layout()
+        fig.savefig(path)
+    finally:
+        plt.close(fig)  # pyplot keeps every open figure alive until closed
+    return path
+
+
+def _draw(
+    ax: Axes,
+    title: str,
+    values: Sequence[object],
+    reference_values: Sequence[object],
+    threshold: float | None,
+) -> None:
     numbers = [v for v in values if _is_number(v)]
     ref_numbers = [v for v in reference_values if _is_number(v)]
     labels = [str(v) for v in values if isinstance(v, str)]
@@ -52,10 +72,6 @@ def histogram_png(
     ax.tick_params(labelsize=7)
     if numbers or labels or ref_numbers or ref_labels:
         ax.legend(fontsize=6, frameon=False)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
 
 
 def _is_number(value: object) -> bool:

@@ -91,12 +91,15 @@ def _thumbnail(path: Path, folder: Path, key: str) -> str | None:
     name = f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.jpg"
     target = folder / name
     if not target.exists():
+        partial = target.with_name(f".{name}.tmp")
         try:
             img = load_rgb(path)
+            img.thumbnail((THUMB_SIDE, THUMB_SIDE))
+            img.save(partial, format="JPEG", quality=85)
+            partial.replace(target)
         except (ImageRejected, OSError):
+            partial.unlink(missing_ok=True)
             return None
-        img.thumbnail((THUMB_SIDE, THUMB_SIDE))
-        img.save(target, quality=85)
     return f"thumbs/{name}"
 
 
