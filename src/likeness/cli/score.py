@@ -6,7 +6,7 @@ import csv
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -14,6 +14,10 @@ from rich.table import Table
 
 from likeness.cli.common import err, fail, out, print_json, progress_bar, workspace_path
 from likeness.curate.ingest import expand_inputs
+
+if TYPE_CHECKING:
+    from likeness.metrics import Instruments, ScoreRun, Thresholds
+    from likeness.workspace import Workspace
 
 CSV_FIELDS = (
     "path", "sha256", "faces", "match", "distance", "centroid_distance", "pass", "yaw", "pitch",
@@ -77,7 +81,7 @@ def score(
 
     Example: likeness score generated/ --refs photos/ --report report/
     """
-    from likeness.metrics import Instruments, Thresholds, score_images
+    from likeness.metrics import Thresholds, score_images
 
     with _maybe_workspace(ctx) as ws:
         # 1. Inputs and references.
@@ -100,7 +104,7 @@ def score(
             fail("no images to score in the given paths")
         # 2. Instruments and thresholds.
         try:
-            instruments = _instruments(Instruments, insightface, body_pose, brisque)
+            instruments = _instruments(insightface, body_pose, brisque)
         except (RuntimeError, OSError) as exc:
             fail(str(exc))
         thresholds = Thresholds()
@@ -186,7 +190,7 @@ def score(
 
 
 @contextmanager
-def _maybe_workspace(ctx: typer.Context) -> Iterator[Any]:
+def _maybe_workspace(ctx: typer.Context) -> Iterator[Workspace | None]:
     """The workspace when one is named or found, else None (plain folders)."""
     from likeness.workspace import Workspace, WorkspaceError, find_workspace
 
@@ -208,7 +212,9 @@ def _expand(paths: list[Path], recursive: bool) -> list[Path]:
     return list(expand_inputs(paths, recursive=recursive))
 
 
-def _workspace_images(ws: Any, origins: list[str] | None) -> tuple[list[Path], dict[str, str]]:
+def _workspace_images(
+    ws: Workspace, origins: list[str] | None
+) -> tuple[list[Path], dict[str, str]]:
     from likeness.store.images import list_images
 
     records = list_images(ws.db, origins=origins)
@@ -216,19 +222,19 @@ def _workspace_images(ws: Any, origins: list[str] | None) -> tuple[list[Path], d
     return paths, {str(p): r.original_name for p, r in zip(paths, records, strict=True)}
 
 
-def _instruments(factory: Any, insightface: Path | None, body_pose: bool, brisque: bool) -> Any:
-    from likeness.faces import make_analyzer
+def _instruments(insightface: Path | None, body_pose: bool, brisque: bool) -> Instruments:
+    from likeness.faces import DlibAnalyzer
+    from likeness.faces.insightface_backend import InsightFaceAnalyzer
+    from likeness.metrics import Instruments
     from likeness.metrics.body import default_pose_backend
 
-    kwargs: dict[str, Any] = {"pose": default_pose_backend() if body_pose else None}
-    if insightface is not None:
-        analyzer = make_analyzer(insightface)
-        analyzer.load()  # fail now, with the reason, rather than in every worker
-        kwargs["faces"] = analyzer
-    return factory(brisque=brisque, **kwargs)
+    faces = InsightFaceAnalyzer(insightface) if insightface is not None else DlibAnalyzer()
+    faces.load()  # fail now, with the reason, rather than once per image in every worker
+    pose = default_pose_backend() if body_pose else None
+    return Instruments(faces=faces, pose=pose, brisque=brisque)
 
 
-def _report_thresholds(thresholds: Any, run: Any) -> dict[str, float]:
+def _report_thresholds(thresholds: Thresholds, run: ScoreRun) -> dict[str, float]:
     values = {
         "match": thresholds.pass_match,
         "sharpness": thresholds.min_sharpness,
