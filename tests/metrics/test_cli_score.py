@@ -149,3 +149,15 @@ def test_file_names_that_look_like_markup_are_printed_as_is(app, folders, tmp_pa
     crops = CliRunner().invoke(app, ["refs", "crop", str(gen), "--out", str(tmp_path / "c")])
     assert crops.exit_code == 0, crops.output
     assert "take[bold]1.jpg" in crops.stdout and "bad[red]x.png" in crops.stderr
+
+
+def test_refs_crop_into_a_file_is_one_line(app, folders, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LIKENESS_WORKSPACE", raising=False)
+    taken = tmp_path / "taken"
+    taken.write_text("a file, not a folder")
+    result = CliRunner().invoke(
+        app, ["refs", "crop", str(folders / "gen"), "--out", str(taken / "crops")]
+    )
+    assert result.exit_code == 2 and "cannot create the folder" in result.output
+    assert "Traceback" not in result.output

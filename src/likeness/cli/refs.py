@@ -59,7 +59,13 @@ def crop(
     """
     import numpy as np
 
-    from likeness.faces import DlibAnalyzer, face_flags, reference_crop, select_subject
+    from likeness.faces import (
+        DlibAnalyzer,
+        FaceModelMissing,
+        face_flags,
+        reference_crop,
+        select_subject,
+    )
     from likeness.imaging import ImageRejected, open_image
 
     with _maybe_workspace(ctx) as ws:
@@ -74,8 +80,15 @@ def crop(
             if ws is None:
                 fail("pass --out DIR for the crops (outside a workspace there is no default)")
             out_dir = ws.root / CROPS_DIR
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        fail(f"--out {out_dir}: cannot create the folder ({exc.strerror or exc})")
     analyzer = DlibAnalyzer()
+    try:
+        analyzer.load()
+    except FaceModelMissing as exc:
+        fail(str(exc))
     results: list[dict[str, Any]] = []
     used: set[str] = set()
     with progress_bar(transient=True) as bar:
