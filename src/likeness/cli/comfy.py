@@ -21,19 +21,19 @@ from __future__ import annotations
 import json
 import secrets
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import httpx
 import typer
 from rich.table import Table
 
 from likeness.cli.common import JSON_HELP, err, fail, out, print_json
 from likeness.engines.base import EngineCannotHonour
-from likeness.engines.comfyui import client
-from likeness.engines.comfyui.engine import ComfyUIEngine, recipe_refusals
-from likeness.engines.comfyui.errors import ComfyError
-from likeness.engines.comfyui.graph import GraphOptions, build_graph
 from likeness.recipes import Recipe, RecipeError
+
+if TYPE_CHECKING:
+    from likeness.engines.comfyui.protocol import SystemInfo
+
+# httpx and the ComfyUI client are imported inside the commands: `likeness --help` stays fast.
 
 app = typer.Typer(
     help="Talk to a ComfyUI server: check what it has, free its memory.", no_args_is_help=True
@@ -67,6 +67,12 @@ def check(
 
     Example: likeness comfy check http://127.0.0.1:8188 --recipe elena.toml
     """
+    import httpx
+
+    from likeness.engines.comfyui import client
+    from likeness.engines.comfyui.engine import ComfyUIEngine, recipe_refusals
+    from likeness.engines.comfyui.errors import ComfyError
+
     loaded = _load_recipe(recipe) if recipe is not None else None
     refused: list[str] = []
     if loaded is not None:
@@ -97,7 +103,7 @@ def check(
         raise typer.Exit(1)
 
 
-def _print_report(system, url: str, recipe: Path | None, missing: list[str]) -> None:  # noqa: ANN001
+def _print_report(system: SystemInfo, url: str, recipe: Path | None, missing: list[str]) -> None:
     out.print(
         f"ComfyUI {system.comfyui_version} at {url} (PyTorch {system.pytorch_version}, "
         f"Python {system.python_version.split()[0]}, RAM {system.ram_free / GIB:.1f} of "
@@ -129,6 +135,11 @@ def free(url: URL) -> None:
 
     Example: likeness comfy free http://127.0.0.1:8188
     """
+    import httpx
+
+    from likeness.engines.comfyui import client
+    from likeness.engines.comfyui.errors import ComfyError
+
     try:
         client.free(url)
     except httpx.TransportError as exc:
@@ -157,6 +168,8 @@ def export_comfy(
 
     Example: likeness recipe export-comfy elena.toml elena.api.json
     """
+    from likeness.engines.comfyui.graph import GraphOptions, build_graph
+
     loaded = _load_recipe(recipe)
     if loaded.seed == -1:
         loaded = loaded.with_overrides({"seed": secrets.randbelow(2**32)})

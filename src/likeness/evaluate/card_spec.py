@@ -21,8 +21,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from likeness.metrics.angle import ANGLES
-
 EXPRESSIONS = ("neutral", "smiling", "angry", "sad", "surprised", "fearful", "disgusted")
 CARD_POSES = ("t_pose", "standing", "sitting")
 KINDS = ("portrait", "body")
@@ -144,6 +142,9 @@ def card_spec_from_dict(data: Mapping[str, Any], source: str = "card spec") -> C
 
 
 def _shot(data: Any, index: int, source: str) -> Shot:
+    # Imported here: the metrics package loads its instruments, and `likeness --help` need not.
+    from likeness.metrics.angle import ANGLES
+
     where = f"{source}: shots.{index}"
     if not isinstance(data, Mapping):
         raise CardSpecError(f"{where} must be a table ([[shots]])")
