@@ -254,3 +254,17 @@ def test_single_file_of_another_family_or_broken_is_refused(tmp_path, tiny_model
     engine.check(recipe)  # the names say nothing; loading decides
     with pytest.raises(EngineError, match="unknown.safetensors could not be loaded as sdxl"):
         engine.generate(recipe, 1)
+
+
+def test_broken_model_index_is_refused_naming_the_field(tmp_path):
+    from likeness.engines.diffusers.edit import check_edit_model
+    from likeness.engines.diffusers.loading import resolve_model
+
+    for text in ("{not json", "[1]"):
+        (tmp_path / "model_index.json").write_text(text)
+        with pytest.raises(EngineCannotHonour, match="model_index.json") as err:
+            resolve_model(str(tmp_path), "sdxl")
+        assert err.value.field == "model"
+        with pytest.raises(EngineCannotHonour, match="model_index.json") as err:
+            check_edit_model(str(tmp_path))
+        assert err.value.field == "edit_model"

@@ -10,7 +10,6 @@ count and a seeded generator; everything else keeps the pipeline's own defaults.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path, PurePath
@@ -19,7 +18,7 @@ from typing import Any
 from PIL import Image
 
 from likeness.engines.base import EngineCannotHonour
-from likeness.engines.diffusers.loading import refuse_pickle_weights
+from likeness.engines.diffusers.loading import pipeline_class_name, refuse_pickle_weights
 
 EDIT_PIPELINES = (
     "QwenImageEditPipeline",
@@ -46,7 +45,7 @@ def check_edit_model(model: str, *, allow_pickle: bool = False) -> str:
         raise EngineCannotHonour(
             "edit_model", model, "is not a diffusers folder (no model_index.json)"
         )
-    class_name = json.loads(index.read_text(encoding="utf-8")).get("_class_name", "")
+    class_name = pipeline_class_name(index, "edit_model", model)
     if class_name not in EDIT_PIPELINES:
         raise EngineCannotHonour(
             "edit_model",

@@ -63,7 +63,7 @@ def resolve_model(model: str, family: str, *, allow_pickle: bool = False) -> Mod
             raise EngineCannotHonour(
                 "model", model, "is a folder without model_index.json; not a diffusers pipeline"
             )
-        class_name = json.loads(index.read_text(encoding="utf-8")).get("_class_name", "")
+        class_name = pipeline_class_name(index, "model", model)
         expected = PIPELINE_CLASSES[family]
         if class_name != expected:
             raise EngineCannotHonour(
@@ -98,6 +98,20 @@ def resolve_model(model: str, family: str, *, allow_pickle: bool = False) -> Mod
                 "family", family, f"does not match {path.name}, which holds a {found} model"
             )
     return ModelSource("single_file", path, family)
+
+
+def pipeline_class_name(index: Path, field: str, model: str) -> str:
+    """The ``_class_name`` in a diffusers folder's ``model_index.json`` ("" when absent);
+    a file that is not a JSON object is refused naming ``field``."""
+    try:
+        data = json.loads(index.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise EngineCannotHonour(
+            field, model, f"has an unreadable {index.name} ({exc}); re-download the folder"
+        ) from None
+    if not isinstance(data, dict):
+        raise EngineCannotHonour(field, model, f"has a {index.name} that is not a JSON object")
+    return str(data.get("_class_name") or "")
 
 
 # Tensor names that tell the model family of an original-layout checkpoint.
