@@ -105,6 +105,10 @@ def load_card_spec(path: str | Path | None = None) -> CardSpec:
         raise CardSpecError(
             f"{path}: no such file; write an editable copy with `likeness card spec {path}`"
         ) from None
+    except UnicodeDecodeError:
+        raise CardSpecError(f"{path}: not UTF-8 text; pass a TOML file") from None
+    except OSError as exc:
+        raise CardSpecError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     return card_spec_from_text(text, source=str(path))
 
 

@@ -161,6 +161,10 @@ def load_spec(path: str | Path) -> SweepSpec:
         raise SweepSpecError(
             f"{path}: no such file; write an example with `likeness sweep new {path}`"
         ) from None
+    except UnicodeDecodeError:
+        raise SweepSpecError(f"{path}: not UTF-8 text; pass a TOML file") from None
+    except OSError as exc:
+        raise SweepSpecError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
