@@ -110,7 +110,10 @@ def serve(app) -> tuple[str, uvicorn.Server, threading.Thread]:
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
+    deadline = time.monotonic() + 10
     while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("review server did not start")
         time.sleep(0.02)
     return f"http://127.0.0.1:{port}", server, thread
 
