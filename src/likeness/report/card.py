@@ -19,7 +19,10 @@ import html
 import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 ImagePath = Callable[[str], Path]
 TILE = 200
@@ -90,7 +93,7 @@ def write_card_grid(card: Mapping[str, Any], out: str | Path, *, image_path: Ima
     for shot, (column, row) in zip(shots, places, strict=True):
         x, y = column * TILE, header + row * (TILE + CAPTION)
         first = shot["attempts"][0] if shot["attempts"] else None
-        thumb = _thumb(first.get("image_sha") if first else None, image_path, TILE - 8)
+        thumb = thumbnail(first.get("image_sha") if first else None, image_path, TILE - 8)
         if thumb is not None:
             sheet.paste(thumb, (x + (TILE - thumb.width) // 2, y + (TILE - thumb.height) // 2))
         if shot["first_try"]:
@@ -125,7 +128,9 @@ def _mark(draw: Any, x: int, y: int, colour: tuple[int, int, int], *, passed: bo
         draw.line([(x + 17, y + 7), (x + 7, y + 17)], fill=colour, width=3)
 
 
-def _thumb(sha: str | None, image_path: ImagePath, size: int) -> Any:
+def thumbnail(sha: str | None, image_path: ImagePath, size: int) -> Image.Image | None:
+    """The stored image ``sha`` shrunk to fit ``size`` px, or None when absent or unreadable
+    (a report still renders when a blob went missing)."""
     if not sha:
         return None
     from likeness.imaging import ImageRejected, open_image
@@ -167,7 +172,7 @@ def write_card_report(
         attempts = []
         for a in shot["attempts"]:
             src = ""
-            thumb = _thumb(a.get("image_sha"), image_path, 192)
+            thumb = thumbnail(a.get("image_sha"), image_path, 192)
             if thumb is not None:
                 name = f"{e(shot['id'])}_{a['attempt']}.png"
                 thumb.save(thumbs / name, format="PNG")

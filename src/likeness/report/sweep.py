@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import html
 import statistics
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-ImagePath = Callable[[str], Path]
+from likeness.report.card import ImagePath, thumbnail
+
 THUMB = 160
 
 
@@ -185,7 +186,7 @@ def contact_sheet(config: Mapping[str, Any], image_path: ImagePath, out: Path) -
     draw = ImageDraw.Draw(sheet)
     for i, cell in enumerate(cells):
         x, y = (i % columns) * THUMB, (i // columns) * (THUMB + caption)
-        thumb = _thumb(cell.get("image_sha"), image_path)
+        thumb = thumbnail(cell.get("image_sha"), image_path, THUMB)
         if thumb is not None:
             sheet.paste(thumb, (x + (THUMB - thumb.width) // 2, y + (THUMB - thumb.height) // 2))
         else:
@@ -199,19 +200,6 @@ def contact_sheet(config: Mapping[str, Any], image_path: ImagePath, out: Path) -
             fill="black",
         )
     sheet.save(out, format="PNG")
-
-
-def _thumb(sha: str | None, image_path: ImagePath) -> Any:
-    if not sha:
-        return None
-    from likeness.imaging import ImageRejected, open_image
-
-    try:
-        img = open_image(image_path(sha)).image
-    except (ImageRejected, OSError, KeyError):
-        return None
-    img.thumbnail((THUMB, THUMB))
-    return img
 
 
 # -- page -----------------------------------------------------------------------------------
