@@ -7,6 +7,7 @@ likeness review corrections OUT.jsonl [--json]
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import webbrowser
 from pathlib import Path
@@ -106,12 +107,15 @@ def _warm_thumbnails(review_app: object) -> None:
     from likeness.store.db import connect
 
     state: ReviewState = review_app.state.review  # type: ignore[attr-defined]
-    conn = connect(state.db_path, migrate=False)
     try:
-        state.metrics.refresh(conn)
-        queue = build_queue(conn, state.metrics, runs(conn, find_table(conn)), QueueFilter())
-    finally:
-        conn.close()
+        conn = connect(state.db_path, migrate=False)
+        try:
+            state.metrics.refresh(conn)
+            queue = build_queue(conn, state.metrics, runs(conn, find_table(conn)), QueueFilter())
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return  # a busy or damaged database: the pages make each thumbnail when first asked
     warm(state.thumbs, [e.sha256 for e in queue.entries])
 
 

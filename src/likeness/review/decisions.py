@@ -350,17 +350,12 @@ def reviews_with(conn: sqlite3.Connection, decision: Decision) -> list[Review]:
     return [_review(r, r["image_sha"]) for r in rows]
 
 
-def link_version(conn: sqlite3.Connection, version_id: int, reviews: list[Review]) -> None:
-    """Record which decisions produced a dataset version.
-
-    Example: link_version(conn, version.id, reviews_with(conn, "accepted"))
-    """
-    with transaction(conn):
-        insert_version_links(conn, version_id, reviews)
-
-
 def insert_version_links(conn: sqlite3.Connection, version_id: int, reviews: list[Review]) -> None:
-    """`link_version` inside a transaction the caller holds (the one creating the version)."""
+    """Record which decisions produced a dataset version, inside the transaction the caller
+    holds (the one creating the version, so a version never exists without its links).
+
+    Example: insert_version_links(conn, version_id, reviews_with(conn, "accepted"))
+    """
     conn.executemany(
         "INSERT INTO dataset_version_reviews (version_id, image_sha, history_id) VALUES (?, ?, ?)",
         [(version_id, r.image_sha, r.history_id) for r in reviews],
