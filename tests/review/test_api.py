@@ -377,3 +377,19 @@ def test_an_undecodable_blob_gets_one_line_not_a_crash(client, review_ws):
         r = client.get(path)
         assert r.status_code == 422, (path, r.status_code)
         assert "\n" not in r.json()["detail"]
+
+
+def test_websockets_pass_the_same_guard(client, review_ws):
+    import pytest
+    from starlette.websockets import WebSocketDisconnect
+
+    url = LOCAL.replace("http", "ws", 1) + "/ws"
+
+    def close_code(headers: dict[str, str]) -> int:
+        with pytest.raises(WebSocketDisconnect) as closed, client.websocket_connect(url, headers):
+            pass
+        return closed.value.code
+
+    assert close_code({"origin": "https://evil.example"}) == 1008
+    assert close_code({"host": "evil.example"}) == 1008
+    assert close_code({"origin": LOCAL}) != 1008  # allowed through, but there is no such route

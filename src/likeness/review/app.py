@@ -19,6 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from likeness.review import api, pages
@@ -58,6 +59,20 @@ class AccessGuard:
         self.guard = guard
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            # Browsers let any page open a WebSocket to any host: the same rules apply, with
+            # the Origin checked as for a request that changes something.
+            ws = HTTPConnection(scope)
+            if self.guard.check(
+                "WEBSOCKET",
+                ws.headers.get("host"),
+                ws.headers.get("origin"),
+                ws.headers.get("sec-fetch-site"),
+                ws.headers.get(TOKEN_HEADER),
+                ws.cookies.get(TOKEN_COOKIE),
+            ):
+                await send({"type": "websocket.close", "code": 1008})
+                return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
