@@ -386,7 +386,10 @@ def test_websockets_pass_the_same_guard(client, review_ws):
     url = LOCAL.replace("http", "ws", 1) + "/ws"
 
     def close_code(headers: dict[str, str]) -> int:
-        with pytest.raises(WebSocketDisconnect) as closed, client.websocket_connect(url, headers):
+        with (
+            pytest.raises(WebSocketDisconnect) as closed,
+            client.websocket_connect(url, headers=headers),
+        ):
             pass
         return closed.value.code
 
