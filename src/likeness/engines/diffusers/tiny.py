@@ -13,7 +13,9 @@ The two SDXL text encoders have different widths on purpose: with equal widths
 
 from __future__ import annotations
 
+import functools
 import string
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,9 +66,39 @@ def _vae(latent_channels: int = 4, **extra: Any) -> Any:
     )
 
 
+def _seeded(build: Callable[[int], Any]) -> Callable[[int], Any]:
+    """Build with torch's RNG seeded by ``seed``, restoring the caller's RNG state after."""
+
+    @functools.wraps(build)
+    def seeded(seed: int = 0) -> Any:
+        import torch
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return build(seed)
+
+    return seeded
+
+
+def _sd15_unet(unet_class: Any, *, in_channels: int) -> Any:
+    """The SD1.5-layout UNet (4 input channels; 8 for InstructPix2Pix's image conditioning)."""
+    return unet_class(
+        block_out_channels=(32, 64),
+        layers_per_block=2,
+        sample_size=TINY_SIZE // 8,
+        in_channels=in_channels,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        norm_num_groups=16,
+    )
+
+
+@_seeded
 def tiny_sdxl(seed: int = 0) -> Any:
     """A StableDiffusionXLPipeline with tiny random weights (fp32, eval mode)."""
-    import torch
     from diffusers import (
         EulerDiscreteScheduler,
         StableDiffusionXLPipeline,
@@ -74,7 +106,6 @@ def tiny_sdxl(seed: int = 0) -> Any:
     )
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
-    torch.manual_seed(seed)
     unet = UNet2DConditionModel(
         block_out_channels=(32, 64),
         layers_per_block=2,
@@ -111,25 +142,13 @@ def tiny_sdxl(seed: int = 0) -> Any:
     return pipe
 
 
+@_seeded
 def tiny_sd15(seed: int = 0) -> Any:
     """A StableDiffusionPipeline (SD1.5 layout) with tiny random weights."""
-    import torch
     from diffusers import PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel
 
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=2,
-        sample_size=TINY_SIZE // 8,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=32,
-        attention_head_dim=8,
-        norm_num_groups=16,
-    )
+    unet = _sd15_unet(UNet2DConditionModel, in_channels=4)
     pipe = StableDiffusionPipeline(
         vae=_vae(),
         text_encoder=CLIPTextModel(_clip_text_config(32, 32)),
@@ -144,9 +163,9 @@ def tiny_sd15(seed: int = 0) -> Any:
     return pipe
 
 
+@_seeded
 def tiny_instruct_pix2pix(seed: int = 0) -> Any:
     """A StableDiffusionInstructPix2PixPipeline (SD1.5 layout, 8 UNet input channels)."""
-    import torch
     from diffusers import (
         EulerAncestralDiscreteScheduler,
         StableDiffusionInstructPix2PixPipeline,
@@ -154,19 +173,7 @@ def tiny_instruct_pix2pix(seed: int = 0) -> Any:
     )
     from transformers import CLIPTextModel
 
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=2,
-        sample_size=TINY_SIZE // 8,
-        in_channels=8,
-        out_channels=4,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=32,
-        attention_head_dim=8,
-        norm_num_groups=16,
-    )
+    unet = _sd15_unet(UNet2DConditionModel, in_channels=8)
     pipe = StableDiffusionInstructPix2PixPipeline(
         vae=_vae(),
         text_encoder=CLIPTextModel(_clip_text_config(32, 32)),
@@ -193,13 +200,12 @@ def tiny_t5_tokenizer() -> Any:
     return T5TokenizerFast(vocab=pieces, extra_ids=0, model_max_length=512)
 
 
+@_seeded
 def tiny_flux(seed: int = 0) -> Any:
     """A FluxPipeline with tiny random weights (CLIP + T5 text encoders, 1+1 blocks)."""
-    import torch
     from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
     from transformers import CLIPTextModel, T5Config, T5EncoderModel
 
-    torch.manual_seed(seed)
     transformer = FluxTransformer2DModel(
         patch_size=1,
         in_channels=16,
