@@ -55,6 +55,18 @@
     stack.push({ sha: review.sha256, revision: review.revision });
     sessionStorage.setItem(UNDO_KEY, JSON.stringify(stack.slice(-500)));
   }
+  // Undo one of this tab's decisions; null (and a toast) when someone decided since.
+  async function postUndo(entry) {
+    let review;
+    try {
+      review = await post("/api/undo", { sha256: entry.sha, expected_revision: entry.revision, reviewer });
+    } catch (err) {
+      if (err.status === 409) { toast("changed by someone else since; not undone", true); return null; }
+      throw err;
+    }
+    retarget(entry.sha, review.revision);
+    return review;
+  }
   // After an undo, this tab's earlier decisions on the same image are undone from the new
   // revision on (the server walks the chain back), so they must not look stale.
   function retarget(sha, revision) {
@@ -138,14 +150,8 @@
         if (!card || card.dataset.decision === "undecided") { toast("nothing to undo"); return; }
         entry = { sha: card.dataset.sha, revision: Number(card.dataset.revision) };
       }
-      let review;
-      try {
-        review = await post("/api/undo", { sha256: entry.sha, expected_revision: entry.revision, reviewer });
-      } catch (err) {
-        if (err.status === 409) { toast("changed by someone else since; not undone", true); return; }
-        throw err;
-      }
-      retarget(entry.sha, review.revision);
+      const review = await postUndo(entry);
+      if (!review) return;
       const index = cards.findIndex((c) => c.dataset.sha === entry.sha);
       if (index >= 0) { applyReview(cards[index], review); setCursor(index); }
       toast("undone: " + review.decision);
@@ -227,14 +233,8 @@
     }
     async function undo() {
       const entry = popUndo() || { sha, revision };
-      let review;
-      try {
-        review = await post("/api/undo", { sha256: entry.sha, expected_revision: entry.revision, reviewer });
-      } catch (err) {
-        if (err.status === 409) { toast("changed by someone else since; not undone", true); return; }
-        throw err;
-      }
-      retarget(entry.sha, review.revision);
+      const review = await postUndo(entry);
+      if (!review) return;
       if (entry.sha !== sha) { go(`/focus/${entry.sha}${qs}`); return; }
       show(review);
       toast("undone: " + review.decision);
