@@ -109,3 +109,14 @@ def test_format_value():
     assert format_value("pass", False) == "no"
     assert format_value("grain", 2.3456) == "2.35"
     assert format_value("expression", "sad") == "sad"
+
+
+def test_damaged_face_records_read_as_blanks():
+    for faces in (
+        [{"descriptor": ["x", 1.0], "box": [0, 0, "a", 4]}],
+        [{"descriptor": [True, 0.5]}],
+        ["not a face"],
+    ):
+        m = extract({"faces": faces, "subject": 0, "flags": ["no_face", 3]})
+        assert m.embedding is None and m.box is None
+        assert m.flags == ("no_face",) and m.values["faces"] == len(faces)

@@ -112,12 +112,12 @@ def format_value(key: str, value: Value) -> str:
     return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def _box(value: Any) -> tuple[float, float, float, float] | None:
-    if (
-        isinstance(value, list)
-        and len(value) == 4
-        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
-    ):
+    if isinstance(value, list) and len(value) == 4 and all(map(_number, value)):
         return (float(value[0]), float(value[1]), float(value[2]), float(value[3]))
     return None
 
@@ -182,7 +182,7 @@ def extract(result: dict[str, Any]) -> ImageMetrics:
                 if isinstance(face.get(key), int | float):
                     values.setdefault(key, face[key])
             descriptor = face.get("descriptor")
-            if isinstance(descriptor, list) and descriptor:
+            if isinstance(descriptor, list) and descriptor and all(map(_number, descriptor)):
                 embedding = tuple(float(v) for v in descriptor)
     return ImageMetrics(values, tuple(dict.fromkeys(flags)), box, embedding)
 
