@@ -122,3 +122,16 @@ def test_face_round_trips_through_its_dict(analyses):
     assert again.box == type(face.box)(*face.box.as_list())
     assert np.allclose(again.embedding, face.embedding)
     assert abs(again.pose.yaw - face.pose.yaw) < 0.01
+
+
+def test_check_names_a_missing_model_without_loading(tmp_path):
+    import pytest
+
+    from likeness.faces import DlibAnalyzer, FaceModelMissing
+
+    assert DlibAnalyzer().check().is_dir()
+    with pytest.raises(FaceModelMissing, match="shape_predictor_68_face_landmarks.dat"):
+        DlibAnalyzer(model_dir=tmp_path).check()
+    analyzer = DlibAnalyzer(model_dir=tmp_path)
+    with pytest.raises(FaceModelMissing):
+        analyzer.load()

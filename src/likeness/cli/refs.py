@@ -86,7 +86,7 @@ def crop(
         fail(f"--out {out_dir}: cannot create the folder ({exc.strerror or exc})")
     analyzer = DlibAnalyzer()
     try:
-        analyzer.load()
+        analyzer.check()
     except FaceModelMissing as exc:
         fail(str(exc))
     results: list[dict[str, Any]] = []

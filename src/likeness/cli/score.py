@@ -228,8 +228,14 @@ def _instruments(insightface: Path | None, body_pose: bool, brisque: bool) -> In
     from likeness.metrics import Instruments
     from likeness.metrics.body import default_pose_backend
 
-    faces = InsightFaceAnalyzer(insightface) if insightface is not None else DlibAnalyzer()
-    faces.load()  # fail now, with the reason, rather than once per image in every worker
+    # Fail now, with the reason, rather than once per image in every worker.
+    faces: DlibAnalyzer | InsightFaceAnalyzer
+    if insightface is not None:
+        faces = InsightFaceAnalyzer(insightface)
+        faces.load()
+    else:
+        faces = DlibAnalyzer()
+        faces.check()  # without loading: rescoring from the cache needs no model
     pose = default_pose_backend() if body_pose else None
     return Instruments(faces=faces, pose=pose, brisque=brisque)
 

@@ -119,12 +119,22 @@ class DlibAnalyzer:
         state["_models"] = None  # dlib objects do not pickle; each process loads its own
         return state
 
+    def check(self) -> Path:
+        """The model folder; raises FaceModelMissing when dlib or a model file is missing,
+        without loading anything (a cheap check before a batch starts)."""
+        if importlib.util.find_spec("dlib") is None:
+            raise FaceModelMissing("dlib is not installed; run `pip install dlib-bin`")
+        if self.model_dir is None:
+            return dlib_model_dir()
+        folder = Path(self.model_dir)
+        for name in (SHAPE_MODEL, DESCRIPTOR_MODEL):
+            if not (folder / name).is_file():
+                raise FaceModelMissing(f"{folder / name} is missing; pass a folder holding it")
+        return folder
+
     def load(self) -> _Models:
         if self._models is None:
-            if importlib.util.find_spec("dlib") is None:
-                raise FaceModelMissing("dlib is not installed; run `pip install dlib-bin`")
-            folder = Path(self.model_dir) if self.model_dir else dlib_model_dir()
-            self._models = load_models(folder)
+            self._models = load_models(self.check())
         return self._models
 
     def analyze(self, rgb: np.ndarray) -> list[Face]:
