@@ -125,8 +125,8 @@ def image_seeds(recipe: Recipe, n: int) -> list[int]:
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
-    """sha256 (hex) of a file, cached per process by (path, size, mtime)."""
-    resolved = Path(path).resolve()
+    """sha256 (hex) of a file (``~`` expanded), cached per process by (path, size, mtime)."""
+    resolved = Path(path).expanduser().resolve()
     stat = resolved.stat()
     return _sha256_cached(str(resolved), stat.st_size, stat.st_mtime_ns)
 

@@ -118,3 +118,17 @@ def test_flux_lora_from_a_diffusers_file(tiny_models, tiny_recipe):
     assert np.array_equal(zero, base)
     assert 0.5 < np.abs(mid - base).mean() < np.abs(full - base).mean()
     engine.release()
+
+
+def test_home_relative_paths_load_and_hash(engine, tiny_recipe, tiny_models, monkeypatch):
+    from likeness.engines.base import sha256_file
+
+    lora = tiny_models.lora_kohya_original
+    assert tiny_models.sdxl.parent == lora.parent
+    monkeypatch.setenv("HOME", str(lora.parent))
+    recipe = tiny_recipe.with_overrides(
+        {"refiner.enabled": False, "model": "~/sdxl", "loras": [{"path": f"~/{lora.name}"}]}
+    )
+    engine.check(recipe)
+    g = engine.generate(recipe, 1)[0]
+    assert g.provenance["loras"][0]["sha256"] == sha256_file(lora)

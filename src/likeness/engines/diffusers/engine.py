@@ -259,7 +259,7 @@ class DiffusersEngine:
         report("load", 0, 1)
         pipe = self.pipeline(recipe)
         report("hash", 0, 1)  # the first hash of a multi-GB checkpoint takes a while
-        model_sha = sha256_file(recipe.model) if Path(recipe.model).is_file() else None
+        model_sha = sha256_file(recipe.model) if Path(recipe.model).expanduser().is_file() else None
         lora_shas = self._loras.apply(pipe, recipe.loras)
         self._set_scheduler(pipe, recipe)
         timings["load_s"] = time.perf_counter() - t0

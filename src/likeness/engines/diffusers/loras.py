@@ -98,7 +98,7 @@ class LoraSet:
                 name = f"lora_{sha[:16]}"
                 try:
                     with _quiet():
-                        pipe.load_lora_weights(str(spec.path), adapter_name=name)
+                        pipe.load_lora_weights(str(Path(spec.path).expanduser()), adapter_name=name)
                 except Exception as exc:  # diffusers raises many types for a bad file
                     raise EngineError(
                         f"loras.{index}.path: {spec.path} could not be loaded into the "

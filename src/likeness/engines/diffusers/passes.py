@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -171,7 +172,7 @@ def _feathered_box(
 def load_upscaler(path: str, device: str) -> Any:
     """An upscaler model (ESRGAN, SwinIR, ...) from a file, through spandrel."""
     spandrel = import_spandrel()
-    model = spandrel.ModelLoader(device=device).load_from_file(path)
+    model = spandrel.ModelLoader(device=device).load_from_file(Path(path).expanduser())
     return model.eval()
 
 
