@@ -140,6 +140,15 @@ def test_every_pass_runs_with_the_node_packs(fake_full: FakeComfyUI, recipe: Rec
         assert decoded.mode == "RGB"
 
 
+def test_home_relative_reference_is_checked_and_uploaded(
+    fake_full: FakeComfyUI, recipe: Recipe, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(FACE.parent))
+    r = recipe.with_overrides({"identity.enabled": True, "identity.references": [f"~/{FACE.name}"]})
+    engine(fake_full.url).generate(r, 1)
+    assert fake_full.state.files[("input", "likeness", FACE.name)] == FACE.read_bytes()
+
+
 def test_release_frees_server_memory(fake: FakeComfyUI) -> None:
     eng = engine(fake.url)
     eng.release()

@@ -110,7 +110,7 @@ def recipe_refusals(recipe: Recipe) -> None:
             "is not built for the comfyui engine; use 'instantid' (cubiq's ComfyUI_InstantID)",
         )
     for ref in recipe.identity.references if recipe.identity.enabled else ():
-        if not Path(ref).is_file():
+        if not Path(ref).expanduser().is_file():
             raise EngineCannotHonour(
                 "identity.references", ref, "is not a file; list existing reference images"
             )
@@ -214,7 +214,7 @@ class ComfyUIEngine:
             return []
         names = []
         for ref in recipe.identity.references:
-            path = Path(ref)
+            path = Path(ref).expanduser()
             uploaded = client.upload_image(
                 self.http, path.read_bytes(), path.name, subfolder="likeness"
             )
