@@ -15,10 +15,11 @@ the database (``generations`` table) and inside the PNG (A1111 ``parameters`` + 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
+import sqlite3
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -46,6 +47,12 @@ from likeness.engines.base import MAX_SEED
 from likeness.engines.records import record_generation
 from likeness.jobs import job_key, start_job
 from likeness.recipes import Recipe, RecipeError
+
+if TYPE_CHECKING:
+    from likeness.curate.ingest import Ingester
+    from likeness.engines import GeneratedImage
+    from likeness.metrics import ImageScore
+    from likeness.workspace import Workspace
 
 
 def generate(
@@ -174,7 +181,7 @@ def generate(
         _print_summary(result)
 
 
-def _job_seed(conn: Any, job_id: int, recipe: Recipe) -> Recipe:
+def _job_seed(conn: sqlite3.Connection, job_id: int, recipe: Recipe) -> Recipe:
     """The recipe with the job's base seed: chosen once per job, kept across resumes."""
     row = conn.execute("SELECT params FROM jobs WHERE id = ?", (job_id,)).fetchone()
     params = json.loads(row[0]) if row else {}
@@ -191,7 +198,13 @@ def _job_seed(conn: Any, job_id: int, recipe: Recipe) -> Recipe:
     return seeded
 
 
-def _store(ingester: Any, conn: Any, image: Any, job_id: int, recipe: Recipe) -> dict[str, Any]:
+def _store(
+    ingester: Ingester,
+    conn: sqlite3.Connection,
+    image: GeneratedImage,
+    job_id: int,
+    recipe: Recipe,
+) -> dict[str, Any]:
     provenance = dict(image.provenance)
     result = ingester.ingest_bytes(
         image.png,
@@ -207,11 +220,11 @@ def _store(ingester: Any, conn: Any, image: Any, job_id: int, recipe: Recipe) ->
     }
 
 
-def _score(ws: Any, shas: list[str]) -> tuple[list[dict[str, Any]] | None, str | None]:
+def _score(ws: Workspace, shas: list[str]) -> tuple[list[dict[str, Any]] | None, str | None]:
     """Score new images against the workspace's source photos; (scores, reason not scored)."""
-    from likeness.store.images import list_images
+    from likeness.evaluate.scorer import reference_paths
 
-    references = [ws.blobs.path(r.sha256) for r in list_images(ws.db, origins=["source"])]
+    references = reference_paths(ws)
     if not references:
         return None, "no source photos in the workspace to compare with"
     try:
@@ -223,10 +236,11 @@ def _score(ws: Any, shas: list[str]) -> tuple[list[dict[str, Any]] | None, str |
     return [_plain(s) for s in run.scores], None
 
 
-def _plain(score: Any) -> dict[str, Any]:
-    if dataclasses.is_dataclass(score):
-        return dataclasses.asdict(score)
-    return dict(score)
+def _plain(score: ImageScore | Mapping[str, Any]) -> dict[str, Any]:
+    """The stable JSON shape of a score (``pass``, not ``passed``; no NaN), as `likeness score`."""
+    if isinstance(score, Mapping):
+        return dict(score)
+    return score.to_json()
 
 
 def _print_summary(result: dict[str, Any]) -> None:

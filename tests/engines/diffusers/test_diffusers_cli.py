@@ -135,3 +135,16 @@ def test_generate_scores_new_images_against_the_source_photos(
     assert seen["references"] == [workspace.blobs.path(source.sha256)]
     assert seen["paths"] == [workspace.blobs.path(r["sha256"]) for r in data["images"]]
     assert seen["conn"] is not None
+
+
+def test_generate_json_scores_use_the_score_commands_shape():
+    from likeness.cli.generate import _plain
+    from likeness.metrics import ImageScore
+
+    fields = dict.fromkeys(ImageScore.__dataclass_fields__)
+    fields.update(path="a.png", sha256="a", faces=1, body_pose="not_visible", flags=("grainy",))
+    score = ImageScore(**{**fields, "passed": True, "grain": float("nan")})
+    data = _plain(score)
+    assert data["pass"] is True and "passed" not in data
+    assert data["grain"] is None and data["flags"] == ["grainy"]
+    json.dumps(data, allow_nan=False)
