@@ -161,3 +161,21 @@ def test_refs_crop_into_a_file_is_one_line(app, folders, tmp_path, monkeypatch):
     )
     assert result.exit_code == 2 and "cannot create the folder" in result.output
     assert "Traceback" not in result.output
+
+
+def test_unreadable_or_faceless_references_are_named(app, folders, tmp_path, monkeypatch):
+    from PIL import Image
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LIKENESS_WORKSPACE", raising=False)
+    blank = tmp_path / "blank.png"
+    Image.new("RGB", (64, 64), "grey").save(blank)
+    result = CliRunner().invoke(app, [
+        "score", str(folders / "gen" / "obama2.jpg"), "--refs", str(blank), "--refs",
+        str(tmp_path / "gone.jpg"), "--no-body-pose", "--workers", "1", "--json",
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "reference not read:" in result.stderr and "gone.jpg" in result.stderr
+    assert "reference without a usable face: " + str(blank) in " ".join(result.stderr.split())
+    assert "identity not measured" in result.stderr
+    assert json.loads(result.stdout)[0]["match"] is None

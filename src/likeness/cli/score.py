@@ -167,11 +167,19 @@ def score(
             names=names,
         )
         err.print(f"report: {escape(str(index))}")
+    unread = {r["path"]: r["error"] for r in ref_rows if r.get("error")}
     for path in run.references.skipped:
+        if path in unread:
+            err.print(f"[yellow]reference not read:[/yellow] {escape(unread[path])}")
+        else:
+            name = escape(names.get(path, path))
+            err.print(f"[yellow]reference without a usable face:[/yellow] {name}")
+    if run.references.calibration is None:
         err.print(
-            f"[yellow]reference without a usable face:[/yellow] {escape(names.get(path, path))}"
+            f"[yellow]identity not measured:[/yellow] none of the {len(references)} reference "
+            "photos has a usable face; pass --refs with clear photos of the character"
         )
-    if run.references.calibration is not None:
+    else:
         for sha in run.references.calibration.outliers:
             err.print(f"[yellow]reference looks like someone else:[/yellow] {sha[:12]}")
     if as_json:
