@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -44,7 +45,7 @@ from likeness.engines import (
     resolve_seed,
 )
 from likeness.engines.base import MAX_SEED
-from likeness.engines.records import record_generation
+from likeness.engines.records import job_seeds, record_generation
 from likeness.jobs import job_key, start_job
 from likeness.recipes import Recipe, RecipeError
 
@@ -151,11 +152,17 @@ def generate(
                         total=max(update.steps, 1),
                     )
 
+                # Images stored after the last progress mark (a kill inside a batch) are not
+                # stored again: their PNGs would differ by their timings alone.
+                stored_before = Counter(job_seeds(ws.db, job.id))
                 for start in range(job.done, n, seeded.batch):
                     count = min(seeded.batch, n - start)
                     chunk = seeded.with_overrides({"seed": (seeded.seed + start) % (MAX_SEED + 1)})
                     for image in runner.generate(chunk, count, progress=on_progress):
-                        rows.append(_store(ingester, ws.db, image, job.id, seeded))
+                        if stored_before[image.seed] > 0:
+                            stored_before[image.seed] -= 1
+                        else:
+                            rows.append(_store(ingester, ws.db, image, job.id, seeded))
                         bar.advance(images_task)
                     job.set_progress(start + count)
             stored = sum(r["status"] in ("stored", "near_duplicate") for r in rows)

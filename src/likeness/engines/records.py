@@ -61,3 +61,10 @@ def generations_of_job(conn: sqlite3.Connection, job_id: int) -> list[str]:
         "SELECT image_sha, seed FROM generations WHERE job_id = ?", (job_id,)
     ).fetchall()
     return [r[0] for r in sorted(rows, key=lambda r: int(r[1]))]
+
+
+def job_seeds(conn: sqlite3.Connection, job_id: int) -> list[int]:
+    """Seeds of the images one generate job has stored (a seed repeats when a ComfyUI batch
+    shares it)."""
+    rows = conn.execute("SELECT seed FROM generations WHERE job_id = ?", (job_id,)).fetchall()
+    return [int(r[0]) for r in rows]

@@ -93,6 +93,36 @@ def test_generate_resumes_an_interrupted_run_with_the_same_seeds(
     assert seeds == [base, base + 1, base + 2]
 
 
+def test_generate_killed_inside_a_batch_does_not_store_an_image_twice(
+    workspace, recipe_file, monkeypatch
+):
+    original = generate_cli._store
+    calls = {"n": 0}
+
+    def killed_after_first(*args, **kwargs):
+        row = original(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise KeyboardInterrupt  # the image is stored, the job's progress is not
+        return row
+
+    monkeypatch.setattr(generate_cli, "_store", killed_after_first)
+    app = _app(workspace.root)
+    args = ["generate", "--recipe", str(recipe_file), "-n", "3", "--no-score", "--json"]
+    assert CliRunner().invoke(app, args).exit_code == 130
+    job = list_jobs(workspace.db, kind="generate")[0]
+    assert job.done == 0 and len(generations_of_job(workspace.db, job.id)) == 1
+    second = CliRunner().invoke(app, args)
+    assert second.exit_code == 0, second.output
+    base = json.loads(second.stdout)["seed"]
+    seeds = [
+        get_generation(workspace.db, sha)["seed"]
+        for sha in generations_of_job(workspace.db, job.id)
+    ]
+    assert seeds == [base, base + 1, base + 2]
+    assert len(list_images(workspace.db, origins=["synthetic"])) == 3
+
+
 def test_generate_refuses_before_any_work(workspace, tmp_path, recipe_file):
     ckpt = tmp_path / "model.ckpt"
     ckpt.write_bytes(b"x")
