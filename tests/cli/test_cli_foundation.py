@@ -135,3 +135,9 @@ def test_every_command_has_help_with_an_example():
             assert "Example:" in command.help, f"likeness {' '.join(path)} has no example"
         result = runner.invoke(app, [*path, "--help"])
         assert result.exit_code == 0, path
+
+
+def test_errors_naming_paths_with_brackets_are_printed_as_text(tmp_path):
+    odd = tmp_path / "x[red]y"
+    result = invoke("-w", str(odd), "jobs", ok=False)
+    assert result.exit_code == 2 and "x[red]y" in result.stderr

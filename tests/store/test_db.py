@@ -99,3 +99,14 @@ def test_blob_store_refuses_anything_but_a_sha256(tmp_path):
     for bad in ["../../etc/passwd", sha[:-1], sha.upper(), sha + "/..", "", "%2e%2e"]:
         with pytest.raises(BlobNotFound):
             store.path(bad)
+
+
+def test_a_damaged_cache_row_reads_as_missing(tmp_path):
+    from likeness.store.analyses import get_analyses, get_analysis, put_analysis
+
+    conn = db.connect(tmp_path / "x.db")
+    put_analysis(conn, "a" * 64, "faces", "1", {"ok": 1})
+    put_analysis(conn, "b" * 64, "faces", "1", {"ok": 2})
+    conn.execute("UPDATE analyses SET result = '{not json' WHERE image_sha = ?", ("b" * 64,))
+    assert get_analysis(conn, "b" * 64, "faces", "1") is None
+    assert get_analyses(conn, ["a" * 64, "b" * 64], "faces", "1") == {"a" * 64: {"ok": 1}}

@@ -19,13 +19,14 @@ def get_analysis(
         "SELECT result FROM analyses WHERE image_sha = ? AND analyzer = ? AND version = ?",
         (image_sha, analyzer, version),
     ).fetchone()
-    return json.loads(row[0]) if row else None
+    return _load(row[0]) if row else None
 
 
 def get_analyses(
     conn: sqlite3.Connection, image_shas: list[str], analyzer: str, version: str
 ) -> dict[str, dict[str, Any]]:
-    """Cached results for many images at once (sha -> result), skipping the uncached ones."""
+    """Cached results for many images at once (sha -> result), skipping the uncached and the
+    damaged ones."""
     found: dict[str, dict[str, Any]] = {}
     for start in range(0, len(image_shas), 500):
         chunk = image_shas[start : start + 500]
@@ -34,8 +35,20 @@ def get_analyses(
             f"AND image_sha IN ({', '.join('?' for _ in chunk)})",
             (analyzer, version, *chunk),
         ).fetchall()
-        found.update({r[0]: json.loads(r[1]) for r in rows})
+        for sha, text in rows:
+            result = _load(text)
+            if result is not None:
+                found[sha] = result
     return found
+
+
+def _load(text: str) -> dict[str, Any] | None:
+    """A stored result, or None for a damaged row (it is then computed again and replaced)."""
+    try:
+        result = json.loads(text)
+    except (TypeError, ValueError):
+        return None
+    return result if isinstance(result, dict) else None
 
 
 def put_analysis(
