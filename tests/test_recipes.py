@@ -238,3 +238,30 @@ def test_unreadable_recipe_file_is_one_line(tmp_path: Path):
         Recipe.from_toml_file(binary)
     with pytest.raises(RecipeError, match="cannot be read"):
         Recipe.from_toml_file(tmp_path)  # a folder
+
+
+def test_write_toml_replaces_the_file_whole(tmp_path: Path, monkeypatch):
+    import os
+
+    path = tmp_path / "r.toml"
+    Recipe(cfg=4.0).write_toml(path)
+    os.chmod(path, 0o640)
+    Recipe(cfg=5.0).write_toml(path)
+    assert Recipe.from_toml_file(path).cfg == 5.0 and (path.stat().st_mode & 0o777) == 0o640
+
+    def killed(src, dst):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        Recipe(cfg=6.0).write_toml(path)
+    assert Recipe.from_toml_file(path).cfg == 5.0  # the old file, whole
+    assert [p.name for p in tmp_path.iterdir()] == ["r.toml"]  # no temporary left behind
+
+
+def test_recipe_set_on_an_unreadable_file_is_one_line(tmp_path: Path):
+    binary = tmp_path / "bad.toml"
+    binary.write_bytes(b"\xff\xfe\x00bad")
+    result = CliRunner().invoke(recipe_cli.app, ["set", str(binary), "cfg=5"])
+    assert result.exit_code == 2 and "is not UTF-8 text" in result.output
+    assert binary.read_bytes() == b"\xff\xfe\x00bad"

@@ -18,7 +18,9 @@ import difflib
 import hashlib
 import json
 import math
+import os
 import re
+import tempfile
 import tomllib
 import types
 import typing
@@ -269,7 +271,8 @@ class Recipe:
         return cls.from_toml(text, source=str(path))
 
     def write_toml(self, path: str | Path) -> None:
-        Path(path).write_text(self.to_toml(), encoding="utf-8")
+        """Write the recipe as TOML; a kill mid-write leaves the previous file whole."""
+        write_text_atomic(path, self.to_toml())
 
     # -- changes ------------------------------------------------------------------------
     def with_overrides(self, overrides: Mapping[str, Any]) -> Recipe:
@@ -295,6 +298,27 @@ class Recipe:
             raise RecipeError(
                 "model", self.model, "is empty; set a checkpoint file, folder or server name"
             )
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Replace ``path`` with ``text`` (UTF-8) in one step: write a temporary file beside it,
+    flush it to disk, then rename it over the old one."""
+    target = Path(path)
+    try:
+        mode = target.stat().st_mode & 0o777  # keep the file's permissions
+    except FileNotFoundError:
+        mode = 0o644  # mkstemp's 0600 would hide a new recipe from other users
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        os.chmod(tmp, mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 # -- prompt builder ---------------------------------------------------------------------

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from likeness.cli.common import JSON_HELP, fail, out, print_json
-from likeness.recipes import Recipe, RecipeError, build_prompt
+from likeness.recipes import Recipe, RecipeError, build_prompt, write_text_atomic
 
 app = typer.Typer(
     help="Generation recipes: show them with defaults, validate them, set fields.",
@@ -141,13 +141,17 @@ def set_fields(
         updated = Recipe.from_dict(raw).with_overrides(overrides).to_dict()
     except tomllib.TOMLDecodeError as exc:
         fail(f"{recipe}: is not valid TOML ({exc}); fix the syntax")
+    except UnicodeDecodeError:
+        fail(f"{recipe}: is not UTF-8 text; pass a TOML recipe file")
+    except OSError as exc:
+        fail(f"{recipe}: cannot be read ({exc.strerror or exc})")
     except RecipeError as exc:
         fail(str(exc))
     for key in overrides:
         _copy_field(raw, updated, key.split("."))
     import tomli_w
 
-    recipe.write_text(tomli_w.dumps(raw), encoding="utf-8")
+    write_text_atomic(recipe, tomli_w.dumps(raw))
     out.print(f"{recipe}: set {', '.join(overrides)}", highlight=False)
 
 
