@@ -135,3 +135,22 @@ def test_engine_session_keeps_the_first_error():
     with pytest.raises(ConnectionError), engine_session(clean):
         pass
     assert clean.closed
+
+
+def test_card_output_that_cannot_be_written_is_one_line(face_ws, photo_engine, tmp_path):
+    import tomli_w
+
+    spec = tmp_path / "card.toml"
+    assert runner.invoke(app, ["card", "spec", str(spec)]).exit_code == 0
+    data = tomllib.loads(spec.read_text())
+    data["shots"] = data["shots"][:1]
+    spec.write_text(tomli_w.dumps(data))
+    Recipe(model="photos", seed=7, cfg=4.0).write_toml(face_ws.root / "recipe.toml")
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    args = ["card", "--spec", str(spec), "--tries", "1", "--label", "one"]
+    result = invoke(face_ws, *args, "--grid", str(blocker / "grid.png"))
+    assert result.exit_code == 2 and "cannot be written" in result.stderr
+    assert "Traceback" not in result.output
+    again = invoke(face_ws, *args, "--json")  # the card was stored: only the outputs remain
+    assert json.loads(again.stdout)["shots"] == 1

@@ -48,7 +48,13 @@ from likeness.cli.common import (
     progress_bar,
     resumable,
 )
-from likeness.cli.sweep import ENGINE_HELP, build_engine, engine_session, step_reporter
+from likeness.cli.sweep import (
+    ENGINE_HELP,
+    build_engine,
+    engine_session,
+    output_error,
+    step_reporter,
+)
 from likeness.engines import EngineCannotHonour
 from likeness.evaluate.card import CardError, CardResult, run_card
 from likeness.evaluate.card_spec import CardSpecError, default_spec_text, load_card_spec
@@ -163,10 +169,13 @@ def card(
         from likeness.report.card import write_card_grid, write_card_report
 
         grid_path = grid or ws.root / CARDS_DIR / f"{_safe(label)}.png"
-        data["grid"] = str(write_card_grid(data, grid_path, image_path=ws.blobs.path))
         index = None
-        if report is not None:
-            index = write_card_report(data, report, image_path=ws.blobs.path)
+        try:
+            data["grid"] = str(write_card_grid(data, grid_path, image_path=ws.blobs.path))
+            if report is not None:
+                index = write_card_report(data, report, image_path=ws.blobs.path)
+        except OSError as exc:
+            fail(output_error(exc, f"card {label!r}"))
     if as_json:
         print_json(data)
     else:

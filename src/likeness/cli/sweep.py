@@ -98,6 +98,15 @@ def engine_session(engine: Engine) -> Iterator[Engine]:
         engine.close()
 
 
+def output_error(exc: OSError, what: str) -> str:
+    """One line for an output file that could not be written after ``what`` was stored."""
+    where = exc.filename or "output"
+    return (
+        f"{where}: cannot be written ({exc.strerror or exc}); {what} is stored, so the same "
+        "command with another path only writes the outputs"
+    )
+
+
 def step_reporter(bar: Progress) -> Callable[[ProgressUpdate], None]:
     """A second bar line following the engine's passes and steps (load, sample, refiner...)."""
     task = bar.add_task("steps", total=1)
@@ -210,16 +219,19 @@ def sweep(
             except EngineCannotHonour as exc:
                 fail(f"{base.engine} cannot run this sweep: {exc}")
         data = result.to_json()
-        # 3. Outputs.
-        if best_out is not None and result.best is not None:
-            result.best.recipe.write_toml(best_out)
-        if csv_out is not None:
-            write_csv(data, csv_out)
+        # 3. Outputs (the sweep is stored: a write that fails costs only a rerun).
         index = None
-        if report is not None:
-            from likeness.report.sweep import write_sweep_report
+        try:
+            if best_out is not None and result.best is not None:
+                result.best.recipe.write_toml(best_out)
+            if csv_out is not None:
+                write_csv(data, csv_out)
+            if report is not None:
+                from likeness.report.sweep import write_sweep_report
 
-            index = write_sweep_report(data, report, image_path=ws.blobs.path)
+                index = write_sweep_report(data, report, image_path=ws.blobs.path)
+        except OSError as exc:
+            fail(output_error(exc, "the sweep"))
     if as_json:
         print_json(data)
     else:
