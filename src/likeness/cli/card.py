@@ -33,7 +33,7 @@ where SUMMARY holds the first ten keys of the card shape and a shot result is on
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -56,8 +56,8 @@ from likeness.cli.sweep import (
     step_reporter,
 )
 from likeness.engines import EngineCannotHonour
-from likeness.evaluate.card import CardError, CardResult, run_card
-from likeness.evaluate.card_spec import CardSpecError, default_spec_text, load_card_spec
+from likeness.evaluate.card import AttemptResult, CardError, CardResult, run_card
+from likeness.evaluate.card_spec import CardSpecError, Shot, default_spec_text, load_card_spec
 from likeness.evaluate.compare import CardComparison, compare_cards
 from likeness.evaluate.current import current_recipe, with_workspace_trigger
 from likeness.evaluate.scorer import NoReferences, WorkspaceScorer
@@ -143,7 +143,9 @@ def card(
                 with progress_bar() as bar:
                     task = bar.add_task("shots", total=len(shots.shots))
 
-                    def on_attempt(done: int, total: int, shot: Any, attempt: Any) -> None:
+                    def on_attempt(
+                        done: int, total: int, shot: Shot, attempt: AttemptResult
+                    ) -> None:
                         bar.update(
                             task,
                             completed=done - 1,

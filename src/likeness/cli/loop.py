@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -37,6 +37,7 @@ from likeness.cli.common import (
 )
 from likeness.cli.sweep import ENGINE_HELP, build_engine, engine_session, step_reporter
 from likeness.engines import Engine, EngineCannotHonour
+from likeness.evaluate.cells import Cell
 from likeness.evaluate.current import current_recipe
 from likeness.evaluate.loop import LoopStatus, run_loop_turn
 from likeness.evaluate.scorer import NoReferences, WorkspaceScorer
@@ -100,7 +101,7 @@ def loop(
                 with progress_bar() as bar:
                     task = bar.add_task("candidates", total=None)
 
-                    def on_candidate(done: int, total: int, cell: Any) -> None:
+                    def on_candidate(done: int, total: int, cell: Cell) -> None:
                         bar.update(task, completed=done, total=total)
 
                     result = run_loop_turn(

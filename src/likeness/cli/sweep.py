@@ -47,10 +47,11 @@ from likeness.cli.common import (
     resumable,
 )
 from likeness.engines import ENGINE_NAMES, Engine, EngineCannotHonour, ProgressUpdate, get_engine
+from likeness.evaluate.cells import Cell
 from likeness.evaluate.current import with_workspace_trigger
 from likeness.evaluate.scorer import NoReferences, WorkspaceScorer
 from likeness.evaluate.sweep import SweepResult, run_sweep
-from likeness.evaluate.sweep_spec import EXAMPLE_SPEC, SweepSpecError, load_spec
+from likeness.evaluate.sweep_spec import EXAMPLE_SPEC, SweepCell, SweepSpecError, load_spec
 from likeness.recipes import RecipeError
 
 ENGINE_HELP = f"Engine: {', '.join(ENGINE_NAMES)} (default: the recipe's)."
@@ -200,7 +201,9 @@ def sweep(
                 with progress_bar() as bar:
                     task = bar.add_task("cells", total=total)
 
-                    def on_cell(done: int, _total: int, cell: Any, result: Any) -> None:
+                    def on_cell(
+                        done: int, _total: int, cell: SweepCell, result: Cell | None
+                    ) -> None:
                         bar.update(task, completed=done, description=cell.label[:40])
                         if result is not None and result.error:
                             bar.console.print(
