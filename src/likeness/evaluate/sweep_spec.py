@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -199,6 +200,7 @@ def spec_from_dict(
                     f"{source}: axes.{key} must be a non-empty list, e.g. {key} = [1, 2]"
                 )
             axes[key] = list(values)
+        _check_size(math.prod(len(v) for v in axes.values()), seeds, prompts, source)
         configs = [
             dict(zip(axes, combo, strict=True)) for combo in itertools.product(*axes.values())
         ]
@@ -208,19 +210,18 @@ def spec_from_dict(
         configs = [dict(c) for c in cells_data]
     else:
         configs = [{}]
-    n_cells = len(configs) * len(seeds) * len(prompts)
-    if n_cells > MAX_CELLS:
-        raise SweepSpecError(
-            f"{source}: {n_cells} images is over {MAX_CELLS}; use fewer axis values or seeds"
-        )
+    _check_size(len(configs), seeds, prompts, source)
     for index, config in enumerate(configs):
         try:
             base.with_overrides(config)
         except RecipeError as exc:
             where = f"axes.{exc.field}" if axes else f"cells.{index}.{exc.field}"
             raise SweepSpecError(f"{source}: {where}: {exc.value!r} {exc.message}") from None
+    objective_data = data.get("objective", {})
+    if not isinstance(objective_data, Mapping):
+        raise SweepSpecError(f"{source}: objective must be a table ([objective])")
     try:
-        objective = Objective.from_dict(data.get("objective", {}))
+        objective = Objective.from_dict(objective_data)
     except ObjectiveError as exc:
         raise SweepSpecError(f"{source}: {exc}") from None
     name = data.get("name") or (Path(source).stem if folder is not None else "sweep")
@@ -234,6 +235,17 @@ def spec_from_dict(
         objective=objective,
         source=source,
     )
+
+
+def _check_size(
+    configs: int, seeds: tuple[int, ...], prompts: tuple[str, ...], source: str
+) -> None:
+    """Refuse a spec over MAX_CELLS images before its grid is built (it could be huge)."""
+    n_cells = configs * len(seeds) * len(prompts)
+    if n_cells > MAX_CELLS:
+        raise SweepSpecError(
+            f"{source}: {n_cells} images is over {MAX_CELLS}; use fewer axis values or seeds"
+        )
 
 
 def _base(value: Any, source: str, folder: Path | None) -> Recipe:
