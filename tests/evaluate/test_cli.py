@@ -154,3 +154,24 @@ def test_card_output_that_cannot_be_written_is_one_line(face_ws, photo_engine, t
     assert "Traceback" not in result.output
     again = invoke(face_ws, *args, "--json")  # the card was stored: only the outputs remain
     assert json.loads(again.stdout)["shots"] == 1
+
+
+def test_card_report_thumbnails_stay_inside_the_report(face_ws, photo_engine, tmp_path):
+    import re
+
+    import tomli_w
+
+    spec = tmp_path / "card.toml"
+    assert runner.invoke(app, ["card", "spec", str(spec)]).exit_code == 0
+    data = tomllib.loads(spec.read_text())
+    data["shots"] = [{**data["shots"][0], "id": "../../escaped & away"}]
+    spec.write_text(tomli_w.dumps(data))
+    Recipe(model="photos", seed=7, cfg=4.0).write_toml(face_ws.root / "recipe.toml")
+    report = tmp_path / "deep" / "report"
+    result = invoke(face_ws, "card", "--spec", str(spec), "--tries", "1", "--report", str(report))
+    assert result.exit_code in (0, 1), result.output
+    thumbs = sorted(p.name for p in (report / "thumbs").iterdir())
+    assert thumbs == ["shot00_try1.png"]
+    assert not (tmp_path / "deep" / "escaped &amp; away_1.png").exists()
+    page = (report / "index.html").read_text()
+    assert re.findall(r"src='thumbs/([^']+)'", page) == thumbs

@@ -167,14 +167,15 @@ def write_card_report(
     write_card_grid(card, folder / "grid.png", image_path=image_path)
     e = html.escape
     rows = []
-    for shot in card["per_shot"]:
+    for index, shot in enumerate(card["per_shot"]):
         cls, status = _status(shot)
         attempts = []
         for a in shot["attempts"]:
             src = ""
             thumb = thumbnail(a.get("image_sha"), image_path, 192)
             if thumb is not None:
-                name = f"{e(shot['id'])}_{a['attempt']}.png"
+                # Shot ids come from the spec: numbered names stay inside thumbs/.
+                name = f"shot{index:02d}_try{a['attempt']}.png"
                 thumb.save(thumbs / name, format="PNG")
                 src = f"<img class='thumb' src='thumbs/{name}' alt='{e(shot['id'])} try {a['attempt']}'>"
             verdict = "pass" if a["passed"] else "; ".join(a["reasons"])
