@@ -178,3 +178,12 @@ def test_generate_json_scores_use_the_score_commands_shape():
     assert data["pass"] is True and "passed" not in data
     assert data["grain"] is None and data["flags"] == ["grainy"]
     json.dumps(data, allow_nan=False)
+
+
+def test_generate_refuses_a_misspelt_device_or_dtype_before_any_job(workspace, recipe_file):
+    app = _app(workspace.root)
+    for option, value in (("--dtype", "float16"), ("--device", "gpu")):
+        args = ["generate", "--recipe", str(recipe_file), option, value]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 2 and f"{option}: '{value}' is not" in result.stderr
+    assert list_jobs(workspace.db, kind="generate") == []

@@ -6,9 +6,18 @@ Apple MPS runs fp16; CPU runs fp32 (half precision on CPU is slow and lossy).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 DTYPE_NAMES = ("bf16", "fp16", "fp32")
+
+
+def check_names(device: str | None, dtype: str | None) -> None:
+    """Refuse a misspelt device or dtype when the engine is built, not at the first image."""
+    if device is not None and not re.fullmatch(r"cpu|mps|cuda(:\d+)?", device):
+        raise ValueError(f"--device: {device!r} is not cpu, mps, cuda or cuda:N")
+    if dtype is not None and dtype not in DTYPE_NAMES:
+        raise ValueError(f"--dtype: {dtype!r} is not one of {', '.join(DTYPE_NAMES)}")
 
 
 def choose_device(preferred: str | None = None) -> str:

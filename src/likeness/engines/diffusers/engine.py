@@ -31,7 +31,12 @@ from likeness.engines.base import (
     sha256_file,
 )
 from likeness.engines.diffusers import passes
-from likeness.engines.diffusers.device import choose_device, choose_dtype, release_device_memory
+from likeness.engines.diffusers.device import (
+    check_names,
+    choose_device,
+    choose_dtype,
+    release_device_memory,
+)
 from likeness.engines.diffusers.edit import (
     EditSettings,
     check_edit_model,
@@ -80,6 +85,7 @@ class DiffusersEngine:
         edit_model: str | None = None,
         edit: EditSettings | None = None,
     ) -> None:
+        check_names(device, dtype)
         self.allow_pickle = allow_pickle
         self._device_pref = device
         self._dtype_pref = dtype
