@@ -49,7 +49,9 @@ from likeness.cli.common import (
     resumable,
 )
 from likeness.cli.sweep import (
-    ENGINE_HELP,
+    AllowPickleOption,
+    ComfyUrlOption,
+    EngineOption,
     build_engine,
     engine_session,
     output_error,
@@ -84,14 +86,9 @@ def card(
     spec: Annotated[
         Path | None, typer.Option("--spec", help="Card spec TOML (default: the shipped 23 shots).")
     ] = None,
-    engine: Annotated[str | None, typer.Option(help=ENGINE_HELP)] = None,
-    comfy_url: Annotated[
-        str | None,
-        typer.Option("--comfy-url", help="ComfyUI server URL (default: the workspace setting)."),
-    ] = None,
-    allow_pickle: Annotated[
-        bool, typer.Option("--allow-pickle", help="Accept pickle model files (.ckpt .pt .bin).")
-    ] = False,
+    engine: EngineOption = None,
+    comfy_url: ComfyUrlOption = None,
+    allow_pickle: AllowPickleOption = False,
     grid: Annotated[
         Path | None,
         typer.Option(help="Where to write the grid PNG (default: <workspace>/cards/LABEL.png)."),

@@ -35,7 +35,14 @@ from likeness.cli.common import (
     progress_bar,
     resumable,
 )
-from likeness.cli.sweep import ENGINE_HELP, build_engine, engine_session, step_reporter
+from likeness.cli.sweep import (
+    AllowPickleOption,
+    ComfyUrlOption,
+    EngineOption,
+    build_engine,
+    engine_session,
+    step_reporter,
+)
 from likeness.engines import Engine, EngineCannotHonour
 from likeness.evaluate.cells import Cell
 from likeness.evaluate.current import current_recipe
@@ -54,11 +61,9 @@ def loop(
         Path | None,
         typer.Option("--recipe", "-r", help="Recipe TOML (default: <workspace>/recipe.toml)."),
     ] = None,
-    engine: Annotated[str | None, typer.Option(help=ENGINE_HELP)] = None,
-    comfy_url: Annotated[
-        str | None,
-        typer.Option("--comfy-url", help="ComfyUI server URL (default: the workspace setting)."),
-    ] = None,
+    engine: EngineOption = None,
+    comfy_url: ComfyUrlOption = None,
+    allow_pickle: AllowPickleOption = False,
     allow_flag: Annotated[
         list[str] | None,
         typer.Option("--allow-flag", help="A flag that does not reject a candidate; repeatable."),
@@ -86,7 +91,11 @@ def loop(
         sessions = contextlib.ExitStack()
 
         def make_engine() -> Engine:
-            made = build_engine(loaded.engine, comfy_url=comfy_url or ws.settings.comfyui.url)
+            made = build_engine(
+                loaded.engine,
+                comfy_url=comfy_url or ws.settings.comfyui.url,
+                allow_pickle=allow_pickle,
+            )
             return sessions.enter_context(engine_session(made))
 
         def make_scorer() -> WorkspaceScorer:

@@ -55,6 +55,15 @@ from likeness.evaluate.sweep_spec import EXAMPLE_SPEC, SweepCell, SweepSpecError
 from likeness.recipes import RecipeError
 
 ENGINE_HELP = f"Engine: {', '.join(ENGINE_NAMES)} (default: the recipe's)."
+# The engine options of sweep, card and loop.
+EngineOption = Annotated[str | None, typer.Option(help=ENGINE_HELP)]
+ComfyUrlOption = Annotated[
+    str | None,
+    typer.Option("--comfy-url", help="ComfyUI server URL (default: the workspace setting)."),
+]
+AllowPickleOption = Annotated[
+    bool, typer.Option("--allow-pickle", help="Accept pickle model files (.ckpt .pt .bin).")
+]
 
 
 def build_engine(
@@ -128,14 +137,9 @@ def sweep(
     out_file: Annotated[
         Path | None, typer.Argument(help="With `new`: where to write (default sweep.toml).")
     ] = None,
-    engine: Annotated[str | None, typer.Option(help=ENGINE_HELP)] = None,
-    comfy_url: Annotated[
-        str | None,
-        typer.Option("--comfy-url", help="ComfyUI server URL (default: the workspace setting)."),
-    ] = None,
-    allow_pickle: Annotated[
-        bool, typer.Option("--allow-pickle", help="Accept pickle model files (.ckpt .pt .bin).")
-    ] = False,
+    engine: EngineOption = None,
+    comfy_url: ComfyUrlOption = None,
+    allow_pickle: AllowPickleOption = False,
     device: Annotated[str | None, typer.Option(help="diffusers: cuda, mps or cpu.")] = None,
     dtype: Annotated[str | None, typer.Option(help="diffusers: bf16, fp16 or fp32.")] = None,
     csv_out: Annotated[
