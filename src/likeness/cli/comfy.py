@@ -19,7 +19,6 @@ and exits 1 when ``missing`` is not empty.
 from __future__ import annotations
 
 import json
-import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -27,7 +26,7 @@ import typer
 from rich.table import Table
 
 from likeness.cli.common import JSON_HELP, err, fail, out, print_json
-from likeness.engines.base import EngineCannotHonour
+from likeness.engines.base import EngineCannotHonour, resolve_seed
 from likeness.recipes import Recipe, RecipeError
 
 if TYPE_CHECKING:
@@ -172,7 +171,7 @@ def export_comfy(
 
     loaded = _load_recipe(recipe)
     if loaded.seed == -1:
-        loaded = loaded.with_overrides({"seed": secrets.randbelow(2**32)})
+        loaded = resolve_seed(loaded)
         err.print(f"seed -1: using seed {loaded.seed}", highlight=False)
     if loaded.identity.enabled and loaded.identity.kind != "instantid":
         fail(f"identity.kind: {loaded.identity.kind!r} has no ComfyUI graph; use 'instantid'")
