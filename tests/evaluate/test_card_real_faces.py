@@ -155,3 +155,25 @@ def test_interrupted_card_resumes_without_regenerating(face_ws, scorer, spec):
     assert result.within_rate > result.first_try_rate > 0
     job = face_ws.db.execute("SELECT state, attempts FROM jobs WHERE kind = 'card'").fetchone()
     assert tuple(job) == ("done", 2)
+
+
+def test_an_engine_failure_is_retried_when_the_card_runs_again(face_ws, scorer, spec):
+    import dataclasses
+
+    one = dataclasses.replace(spec, shots=tuple(s for s in spec.shots if s.id == "front_smiling"))
+    down = {"engine": True}
+
+    def choose(recipe, seed):
+        return "error" if down["engine"] else "obama.jpg"
+
+    engine = PhotoEngine(choose)
+    recipe = Recipe(model="photos", seed=BASE_SEED, cfg=4.0)
+    first = run_card(face_ws, one, recipe, engine, scorer, label="flaky", tries=1)
+    assert not first.shots[0].passed
+    assert first.shots[0].attempts[0].reasons[0].startswith("no image")
+    down["engine"] = False  # the engine works again: the same command retries the attempt
+    second = run_card(face_ws, one, recipe, engine, scorer, label="flaky", tries=1)
+    assert second.shots[0].first_try and len(second.shots[0].attempts) == 1
+    calls = len(engine.calls)
+    third = run_card(face_ws, one, recipe, engine, scorer, label="flaky", tries=1)
+    assert third.shots[0].first_try and len(engine.calls) == calls  # nothing left to run

@@ -289,9 +289,14 @@ def run_card(
     models_known = card.model_sha256 is not None
     try:
         for index, shot in enumerate(spec.shots):
-            rows = recorded.get(shot.id, [])
-            attempt = len(rows)
-            while attempt < tries and not any(r.passed for r in rows):
+            rows = {r.attempt: r for r in recorded.get(shot.id, [])}
+            for attempt in range(tries):
+                done = rows.get(attempt)
+                if done is not None and done.passed:
+                    break
+                if done is not None and not _generation_failed(ws, done):
+                    continue  # judged on its image: kept
+                # Not run yet, or the engine failed (it may work now): run this attempt.
                 cell = runner.run(
                     shot_recipe(
                         recipe,
@@ -311,7 +316,7 @@ def run_card(
                 )
                 row = store.AttemptRow(shot.id, attempt, cell.key, passed, reasons)
                 store.add_attempt(ws.db, card.id, row)
-                rows.append(row)
+                rows[attempt] = row
                 if not models_known and cell.generation:
                     model_sha, lora_shas = model_hashes(cell.generation)
                     store.set_card_models(ws.db, card.id, model_sha, lora_shas)
@@ -320,7 +325,8 @@ def run_card(
                     progress(
                         index + 1, len(spec.shots), shot, _attempt(row, cell.image_sha, cell.score)
                     )
-                attempt += 1
+                if passed:
+                    break
             job.set_progress(index + 1, message=shot.id)
     except BaseException as exc:
         job.fail(f"{type(exc).__name__}: {exc}")
@@ -330,6 +336,12 @@ def run_card(
     store.finish_card(ws.db, card.id, result.summary())
     job.finish(message=f"first try {result.first_try_rate:.0%}")
     return result
+
+
+def _generation_failed(ws: Workspace, row: store.AttemptRow) -> bool:
+    """True when the attempt has no image (the engine failed), so running it again is fair."""
+    cell = store.get_cell(ws.db, row.cell_key)
+    return cell is None or cell.image_sha is None
 
 
 def load_card(
