@@ -1,6 +1,6 @@
 """`likeness loop`: one turn of the flywheel, as far as it goes without a person.
 
-likeness loop [-n N] [--again] [--recipe FILE] [--engine E] [--allow-flag F ...] [--json]
+likeness loop [-n N] [--again] [--recipe FILE] [--engine E] [--allow-pickle] [--allow-flag F ...] [--json]
 
 The current recipe is `<workspace>/recipe.toml` (write it with `likeness sweep SPEC
 --best-out recipe.toml`, or by hand; `--recipe` points elsewhere). See
