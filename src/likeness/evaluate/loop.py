@@ -134,7 +134,14 @@ def run_loop_turn(
     ):
         base = recipe.seed if recipe.seed >= 0 else 0
         first_seed = base + store.loop_images_made(ws.db)
-        turn = store.create_turn(ws.db, recipe.to_dict(), recipe.recipe_hash(), n, first_seed)
+        turn = store.create_turn(
+            ws.db,
+            recipe.to_dict(),
+            recipe.recipe_hash(),
+            n,
+            first_seed,
+            after=turn.id if turn is not None else None,
+        )
     generated = 0
     if turn.state == "generating":
         generated = _work(ws, turn, engine(), scorer(), progress, engine_progress, allow_flags)

@@ -354,9 +354,21 @@ def loop_images_made(conn: sqlite3.Connection) -> int:
 
 
 def create_turn(
-    conn: sqlite3.Connection, recipe: dict[str, Any], recipe_hash: str, n: int, first_seed: int
+    conn: sqlite3.Connection,
+    recipe: dict[str, Any],
+    recipe_hash: str,
+    n: int,
+    first_seed: int,
+    after: int | None = None,
 ) -> TurnRow:
+    """Start a turn, unless another process started one since the caller saw turn `after`
+    (None: no turn): then that newer turn is returned, so two `likeness loop` runs at once
+    share a turn instead of making two."""
     with transaction(conn):
+        latest = conn.execute("SELECT MAX(id) FROM loop_turns").fetchone()[0]
+        if latest != after:
+            row = conn.execute("SELECT * FROM loop_turns WHERE id = ?", (latest,)).fetchone()
+            return _turn(row)
         cur = conn.execute(
             "INSERT INTO loop_turns (recipe, recipe_hash, n, first_seed, state, created_at) "
             "VALUES (?, ?, ?, ?, 'generating', ?)",
