@@ -137,3 +137,18 @@ def test_execution_error_is_one_line() -> None:
         "detect model type of: /srv/ComfyUI/models/checkpoints/tiny_sd15_micro_UNLOADABLE.safetensors"
     )
     assert str(ComfyError([line])) == line
+
+
+def test_a_malformed_queue_answer_is_one_comfy_error():
+    import pytest
+
+    from likeness.engines.comfyui.errors import ComfyError
+    from likeness.engines.comfyui.protocol import parse_queue
+
+    for body in (
+        {"queue_running": [[1]], "queue_pending": []},
+        {"queue_running": 3, "queue_pending": []},
+    ):
+        with pytest.raises(ComfyError, match="/queue"):
+            parse_queue(body)
+    assert "p1" in parse_queue({"queue_running": [[0, "p1", {}, {}, []]], "queue_pending": []})

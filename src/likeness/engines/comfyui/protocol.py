@@ -188,9 +188,18 @@ class QueueState:
 
 def parse_queue(body: Any) -> QueueState:
     return QueueState(
-        running=tuple(str(item[1]) for item in _need(body, "queue_running", "/queue")),
-        pending=tuple(str(item[1]) for item in _need(body, "queue_pending", "/queue")),
+        running=_queue_ids(_need(body, "queue_running", "/queue"), "queue_running"),
+        pending=_queue_ids(_need(body, "queue_pending", "/queue"), "queue_pending"),
     )
+
+
+def _queue_ids(items: Any, key: str) -> tuple[str, ...]:
+    """The prompt ids of a queue list; each entry is [number, prompt_id, graph, extra, outputs]."""
+    if not isinstance(items, list) or not all(
+        isinstance(item, list) and len(item) > 1 for item in items
+    ):
+        raise ComfyError([f"unexpected answer from ComfyUI: /queue '{key}' is not a list of runs"])
+    return tuple(str(item[1]) for item in items)
 
 
 @dataclass(frozen=True)
