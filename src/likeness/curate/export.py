@@ -12,11 +12,14 @@ EXIF rotation); anything else (rotated, CMYK, 16-bit, alpha, TIFF...) is written
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+
+from PIL import Image
 
 from likeness.imaging import decode_image, encode_png
 from likeness.store.datasets import DatasetVersion
@@ -27,6 +30,7 @@ ExportFormat = Literal["kohya", "imagefolder"]
 _AS_IS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp"}
 _SAFE_MODES = {"RGB", "L"}
 MANIFEST = "likeness_dataset.json"
+_ORIENTATION = 0x0112
 
 
 class ExportError(RuntimeError):
@@ -104,13 +108,16 @@ def _write_image(ws: Workspace, record: ImageRecord, folder: Path) -> tuple[str,
     data = ws.blobs.read(record.sha256)
     stem = record.sha256[:16]
     suffix = _AS_IS.get(record.format)
-    if suffix and record.mode in _SAFE_MODES:
-        decoded = decode_image(data, max_pixels=ws.settings.ingest.max_pixels)
-        if not decoded.oriented:
-            (folder / f"{stem}{suffix}").write_bytes(data)
-            return f"{stem}{suffix}", False
-        png = encode_png(decoded.image)
-    else:
-        png = encode_png(decode_image(data, max_pixels=ws.settings.ingest.max_pixels).image)
+    if suffix and record.mode in _SAFE_MODES and not _rotated(data):
+        (folder / f"{stem}{suffix}").write_bytes(data)
+        return f"{stem}{suffix}", False
+    png = encode_png(decode_image(data, max_pixels=ws.settings.ingest.max_pixels).image)
     (folder / f"{stem}.png").write_bytes(png)
     return f"{stem}.png", True
+
+
+def _rotated(data: bytes) -> bool:
+    """True when the file asks to be rotated or flipped (EXIF orientation), read from the
+    header alone: the pixels were checked at ingest."""
+    with Image.open(io.BytesIO(data)) as img:
+        return img.getexif().get(_ORIENTATION, 1) not in (None, 1)
