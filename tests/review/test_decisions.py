@@ -156,3 +156,20 @@ def test_corrections_list_the_rejected_with_tags(ws, review_ws, tmp_path):
     out = tmp_path / "corrections.jsonl"
     assert write_corrections(ws, out) == 1
     assert out.read_text().count("\n") == 1
+
+
+def test_damaged_tags_read_as_none_and_the_queue_still_loads(ws, review_ws):
+    from likeness.review.metrics import MetricsIndex
+    from likeness.review.queue import QueueFilter, build_queue
+
+    sha = review_ws.candidates[3]
+    dec.decide(ws.db, sha, "rejected", reviewer="ana", tags=["grain"])
+    ws.db.execute("UPDATE reviews SET tags = '{not json' WHERE image_sha = ?", (sha,))
+    assert dec.get_review(ws.db, sha).tags == ()
+    index = MetricsIndex()
+    index.refresh(ws.db)
+    queue = build_queue(ws.db, index, {}, QueueFilter())
+    entry = queue.entries[queue.index_of(sha)]
+    assert entry.tags == () and entry.decision == "rejected"
+    dec.decide(ws.db, sha, "accepted", reviewer="ana", tags=["ok"])
+    assert dec.get_review(ws.db, sha).tags == ("ok",)

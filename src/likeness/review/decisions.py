@@ -113,6 +113,20 @@ def check_tags(tags: list[str] | tuple[str, ...]) -> tuple[str, ...]:
     return tuple(seen)
 
 
+def stored_tags(text: str | None) -> tuple[str, ...]:
+    """Tags as stored (a JSON list of strings). A damaged value reads as no tags, so one bad
+    row never fails a whole page; the next decision on that image writes a clean list."""
+    if not text:
+        return ()
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return ()
+    if not isinstance(value, list):
+        return ()
+    return tuple(t for t in value if isinstance(t, str))
+
+
 def _check(decision: str, reviewer: str, note: str | None) -> None:
     if decision not in DECISIONS:
         raise ReviewError(f"decision: {decision!r} is not one of {', '.join(DECISIONS)}")
@@ -131,7 +145,7 @@ def _review(row: sqlite3.Row | None, sha: str) -> Review:
         revision=row["revision"],
         reviewer=row["reviewer"],
         note=row["note"],
-        tags=tuple(json.loads(row["tags"])),
+        tags=stored_tags(row["tags"]),
         decided_at=row["decided_at"],
         history_id=row["history_id"],
     )
@@ -139,7 +153,7 @@ def _review(row: sqlite3.Row | None, sha: str) -> Review:
 
 def _entry(row: sqlite3.Row) -> HistoryEntry:
     values = dict(row)
-    values["tags"] = tuple(json.loads(values["tags"]))
+    values["tags"] = stored_tags(values["tags"])
     return HistoryEntry(**values)
 
 

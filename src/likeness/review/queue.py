@@ -6,12 +6,11 @@ queue page, its counter and the focus view's previous/next all agree on one orde
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from dataclasses import dataclass, field
 from typing import Literal
 
-from likeness.review.decisions import DECISIONS, Decision
+from likeness.review.decisions import DECISIONS, Decision, stored_tags
 from likeness.review.metrics import EMPTY, HIGHER_IS_BETTER, ImageMetrics, MetricsIndex
 from likeness.store.datasets import DatasetError, resolve
 from likeness.store.images import ORIGINS
@@ -161,7 +160,7 @@ def build_queue(
                 ingested_at=row[5],
                 decision=row[6] or "undecided",
                 revision=row[7] or 0,
-                tags=tuple(json.loads(row[8])) if row[8] else (),
+                tags=stored_tags(row[8]),
                 note=row[9],
                 run=run,
                 metrics=m,
