@@ -56,11 +56,27 @@ def get_generation(conn: sqlite3.Connection, image_sha: str) -> dict[str, Any] |
 
 
 def generations_of_job(conn: sqlite3.Connection, job_id: int) -> list[str]:
-    """Image hashes made by one generate job, in seed order."""
+    """Image hashes made by one generate job, in seed order (image ``i`` has seed
+    ``seed + i`` modulo 2**64, so a run that starts near 2**64 - 1 wraps to 0 and goes on)."""
     rows = conn.execute(
         "SELECT image_sha, seed FROM generations WHERE job_id = ?", (job_id,)
     ).fetchall()
-    return [r[0] for r in sorted(rows, key=lambda r: int(r[1]))]
+    first = first_seed_of_run([int(r[1]) for r in rows])
+    return [r[0] for r in sorted(rows, key=lambda r: (int(r[1]) - first) % SEED_SPACE)]
+
+
+SEED_SPACE = 2**64
+
+
+def first_seed_of_run(seeds: list[int]) -> int:
+    """The seed a run of consecutive seeds (modulo 2**64) starts from: the one after the
+    largest gap between them, going round the circle of seeds."""
+    ordered = sorted(set(seeds))
+    if not ordered:
+        return 0
+    gaps = [(ordered[0] + SEED_SPACE - ordered[-1], 0)]
+    gaps += [(b - a, i + 1) for i, (a, b) in enumerate(zip(ordered, ordered[1:], strict=False))]
+    return ordered[max(gaps)[1]]
 
 
 def job_seeds(conn: sqlite3.Connection, job_id: int) -> list[int]:
