@@ -44,3 +44,12 @@ def test_face_items_from_a_scoring_run(run):
     # The sample photos are all different shots: nothing groups.
     assert same_face_groups(items) == []
     assert sum(i.embedding is None for i in items) == 0
+
+
+def test_embeddings_of_two_backends_are_compared_only_within_each():
+    dlib_a = FaceItem("dlib-a", np.zeros(128), "ffff0000ffff0000")
+    dlib_b = FaceItem("dlib-b", np.full(128, 0.001), "ffff0000ffff0000")
+    insight_a = FaceItem("insight-a", np.zeros(512), "ffff0000ffff0000")
+    insight_b = FaceItem("insight-b", np.full(512, 0.001), "ffff0000ffff0000")
+    groups = same_face_groups([dlib_a, insight_a, dlib_b, insight_b])
+    assert groups == [["dlib-a", "dlib-b"], ["insight-a", "insight-b"]]

@@ -48,7 +48,22 @@ def _close_faces(
     items: Sequence[FaceItem], max_distance: float, block: int = 1024
 ) -> Iterator[tuple[int, int]]:
     """Index pairs (a < b) whose embeddings are within `max_distance`, computed block by
-    block from the Gram matrix so memory stays at N x block, not N x N x dimensions."""
+    block from the Gram matrix so memory stays at N x block, not N x N x dimensions.
+
+    Embeddings of different lengths come from different face backends (dlib's 128-D,
+    InsightFace's 512-D) and have no distance between them: each length is compared only
+    with itself."""
+    by_length: dict[int, list[int]] = {}
+    for index, item in enumerate(items):
+        by_length.setdefault(len(item.embedding), []).append(index)
+    for indices in by_length.values():
+        for a, b in _close_within([items[i] for i in indices], max_distance, block):
+            yield min(indices[a], indices[b]), max(indices[a], indices[b])
+
+
+def _close_within(
+    items: Sequence[FaceItem], max_distance: float, block: int
+) -> Iterator[tuple[int, int]]:
     if not items:
         return
     emb = np.asarray([np.asarray(i.embedding, dtype=np.float64) for i in items])
