@@ -165,6 +165,8 @@ def test_too_few_photos_propose_nothing_and_apply_refuses(tmp_path):
     result = calibrate(root, "--apply", code=2)
     assert "at least 3" in result.stderr and "nothing was written" in result.stderr
     assert (root / SETTINGS_FILE).read_bytes() == before
+    calibrate(root, "--report", str(tmp_path / "report"))  # a page without a proposal
+    assert "none (see the warnings)" in (tmp_path / "report" / "index.html").read_text()
 
 
 def test_bad_arguments_are_one_line(ws, tmp_path):
