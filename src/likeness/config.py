@@ -139,11 +139,13 @@ def load_settings(path: Path) -> Settings:
 
 
 def save_settings(settings: Settings, path: Path) -> None:
+    """Replace `path` with `settings` in one step (as recipe files are written), so a crash
+    never leaves a half-written settings file."""
+    from likeness.recipes import write_text_atomic
+
     text = "# Likeness workspace settings. Every key is optional; defaults are shown.\n"
     text += tomli_w.dumps(settings.to_dict())
-    tmp = path.with_suffix(".toml.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    write_text_atomic(path, text)
 
 
 def _build(cls: type, data: Any, where: str) -> Any:

@@ -10,6 +10,7 @@ import typer
 from likeness import __version__
 from likeness.cli import (
     add,
+    calibrate,
     card,
     comfy,
     dataset,
@@ -66,6 +67,7 @@ app.command("dedup")(add.dedup)
 app.command("jobs")(jobs.jobs)
 app.command("demo")(demo.demo)
 app.command("score")(score.score)
+app.command("calibrate")(calibrate.calibrate)
 app.command("generate")(generate.generate)
 app.add_typer(dataset.app, name="dataset")
 app.add_typer(comfy.app, name="comfy")

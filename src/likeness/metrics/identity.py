@@ -103,6 +103,22 @@ def match_score(distance: float, typical: float, threshold: float) -> float:
     return float(np.clip(score, 0.0, 10.0))
 
 
+def distance_for_match(match: float, typical: float, threshold: float) -> float:
+    """The nearest-reference distance at which `match_score` gives `match`: its inverse, so a
+    pass bar can be set in either unit.
+
+    Example:
+        >>> distance_for_match(5.0, typical=0.35, threshold=0.6)
+        0.6
+    """
+    match = float(np.clip(match, 0.0, 10.0))
+    if match >= 8.0:
+        return (10.0 - match) * typical / 2.0
+    if match >= 5.0:
+        return typical + (8.0 - match) * (threshold - typical) / 3.0
+    return threshold + (5.0 - match) * 0.3 / 5.0
+
+
 def identify(
     embedding: np.ndarray, calibration: IdentityCalibration, exclude_key: str | None = None
 ) -> Identity:
