@@ -86,3 +86,19 @@ def hosted_recipe(engine: str = "replicate", **changes) -> Recipe:
         refiner=RefinerPass(enabled=False),
     )
     return base.with_overrides(changes) if changes else base
+
+
+@pytest.fixture
+def face_ws(tmp_path):
+    """A workspace whose source photos are obama.jpg and obama3.jpg (as tests/evaluate's,
+    without its cache: only the images a test makes are measured)."""
+    from likeness.curate.ingest import Ingester
+    from likeness.data import FACES
+    from likeness.workspace import Workspace
+
+    ws = Workspace.create(tmp_path / "ws", name="Barack", class_word="man")
+    ingester = Ingester(ws, origin="source")
+    for name in ("obama.jpg", "obama3.jpg"):
+        assert ingester.ingest_file(FACES / name).status == "stored"
+    yield ws
+    ws.close()
