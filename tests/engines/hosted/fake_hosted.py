@@ -57,6 +57,8 @@ MODEL_VERSION = "a" * 64
 Chooser = Callable[[dict[str, Any]], str]
 
 
+# Copied from tests/evaluate/photo_engine.py (photo_png), cached: the test server serves the
+# same photos again and again.
 @functools.lru_cache(maxsize=16)
 def photo_png(name: str) -> bytes:
     """A sample face photo as a plain PNG (like tests/evaluate/photo_engine.py)."""
