@@ -22,6 +22,7 @@ import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -181,8 +182,6 @@ class HostedEngine:
                 continue
             sha = sha256_file(lora.path)
             if sha not in self._uploads:
-                from pathlib import Path
-
                 data = Path(lora.path).expanduser().read_bytes()
                 self._uploads[sha] = fal.upload(
                     self.api,
