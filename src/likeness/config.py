@@ -105,6 +105,64 @@ class ComfyUISettings:
 
 
 @dataclass(frozen=True)
+class HostedSettings:
+    """Hosted engines (Replicate, fal): where their APIs are, how hard to poll, what a run may
+    spend. Tokens are never kept here: they come from REPLICATE_API_TOKEN / FAL_KEY or the OS
+    keyring (see docs/hosted.md)."""
+
+    max_images: int = 0
+    """Stop a command before it submits more than this many predictions (0: no limit)."""
+    max_cost: float = 0.0
+    """Stop a command before its estimated spend passes this many USD (0: no limit)."""
+    prices: dict[str, str] = field(
+        default_factory=lambda: {
+            "replicate:black-forest-labs/flux-dev-lora": "0.032/image",
+            "fal:fal-ai/flux-lora": "0.035/megapixel",
+            "replicate:ostris/flux-dev-lora-trainer": "0.001528/second",
+            "fal:fal-ai/flux-lora-fast-training": "0.002/step",
+        }
+    )
+    """USD per unit (image, megapixel, second, step, run) for cost estimates, which are marked
+    as estimated: neither API reports a price. Check current pricing and edit."""
+    replicate_url: str = "https://api.replicate.com"
+    fal_queue_url: str = "https://queue.fal.run"
+    fal_rest_url: str = "https://rest.fal.ai"
+    poll_interval: float = 1.0
+    """First pause between status polls; it grows 1.5x per poll up to poll_max_interval."""
+    poll_max_interval: float = 10.0
+    timeout: float = 1800.0
+    """Seconds a prediction may take (queue included) before it is cancelled."""
+    wait: int = 0
+    """Replicate: hold the create request open up to this many seconds (Prefer: wait); 0 polls."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.prices, dict):
+            raise SettingsError(f"hosted.prices: expected a table, got {self.prices!r}")
+        for key, value in self.prices.items():
+            parse_price(value, f"hosted.prices.{key}")
+        if self.max_images < 0 or self.max_cost < 0:
+            raise SettingsError("hosted.max_images / max_cost: must be 0 (no limit) or more")
+
+
+PRICE_UNITS = ("image", "megapixel", "second", "step", "run")
+
+
+def parse_price(text: Any, where: str = "price") -> tuple[float, str]:
+    """``"0.032/image"`` -> ``(0.032, "image")``; units are those of PRICE_UNITS."""
+    amount, _, unit = str(text).partition("/")
+    try:
+        usd = float(amount)
+    except ValueError:
+        usd = -1.0
+    if not isinstance(text, str) or usd < 0 or unit not in PRICE_UNITS:
+        raise SettingsError(
+            f'{where}: {text!r} is not a price; write USD/unit, e.g. "0.032/image" '
+            f"(units: {', '.join(PRICE_UNITS)})"
+        )
+    return usd, unit
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything in `likeness.toml`; every section and key is optional in the file."""
 
@@ -117,6 +175,7 @@ class Settings:
     training: TrainingSettings = field(default_factory=TrainingSettings)
     card: CardSettings = field(default_factory=CardSettings)
     comfyui: ComfyUISettings = field(default_factory=ComfyUISettings)
+    hosted: HostedSettings = field(default_factory=HostedSettings)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ENGINES = ("diffusers", "comfyui")
+ENGINES = ("diffusers", "comfyui", "replicate", "fal")
 FAMILIES = ("sdxl", "flux", "sd15")
 TRIGGER_PLACEMENTS = ("none", "start", "start_and_middle")
 IDENTITY_KINDS = ("instantid", "ipadapter_faceid")
@@ -125,6 +125,43 @@ _NO_SIGMA_SWITCH = {
     "LCMScheduler",
     "KDPM2AncestralDiscreteScheduler",
 }
+
+
+class EngineInputs(Mapping[str, Mapping[str, Any]]):
+    """Per-engine inputs the recipe has no field for, ``{engine: {input: value}}`` with scalar
+    values, e.g. ``{"replicate": {"megapixels": "1"}}`` (TOML ``[engine_inputs.replicate]``).
+
+    Read-only and hashable, so a recipe stays a frozen value; the engine named by the key sends
+    them as they are, and checks them (see :mod:`likeness.engines.hosted`).
+    """
+
+    def __init__(self, data: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+        self._items = tuple(
+            sorted((str(k), tuple(sorted(dict(v).items()))) for k, v in (data or {}).items())
+        )
+
+    def __getitem__(self, key: str) -> Mapping[str, Any]:
+        for name, values in self._items:
+            if name == key:
+                return types.MappingProxyType(dict(values))
+        raise KeyError(key)
+
+    def __iter__(self) -> typing.Iterator[str]:
+        return iter(name for name, _ in self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return hash(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Mapping):
+            return _plain(self) == _plain(other)
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return f"EngineInputs({_plain(self)!r})"
 
 
 class RecipeError(ValueError):
@@ -223,15 +260,23 @@ class Recipe:
     detailer: DetailerPass = field(default_factory=DetailerPass)
     upscale: UpscalePass = field(default_factory=UpscalePass)
     identity: IdentityPass = field(default_factory=IdentityPass)
+    engine_inputs: EngineInputs = field(default_factory=EngineInputs)
+    """Inputs for one engine that no field above carries (``[engine_inputs.replicate]``)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "loras", tuple(self.loras))
+        if not isinstance(self.engine_inputs, EngineInputs):
+            object.__setattr__(self, "engine_inputs", EngineInputs(self.engine_inputs))
         validate(self)
 
     # -- conversion ---------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict of lists/dicts/scalars, the shape written to TOML."""
-        return _plain(self)
+        """Plain dict of lists/dicts/scalars, the shape written to TOML. An empty
+        ``engine_inputs`` is left out, so recipes without one keep the hash they had."""
+        data = _plain(self)
+        if not data["engine_inputs"]:
+            del data["engine_inputs"]
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Recipe:
@@ -283,7 +328,10 @@ class Recipe:
         ``loras.N.*`` with N equal to the number of LoRAs appends a new one.
         """
         data = self.to_dict()
+        data.setdefault("engine_inputs", {})
         for key, value in overrides.items():
+            if key.startswith("engine_inputs.") and isinstance(value, str):
+                value = _parse_str(value)  # --set engine_inputs.fal.x=true; '"1"' stays a string
             _assign(data, key, value)
         return Recipe.from_dict(data)
 
@@ -426,6 +474,11 @@ def validate(recipe: Recipe) -> None:
     _float_range("detailer.padding", d.padding, 0.0, 10.0)
     _int_range("detailer.feather", d.feather, 0, 512)
     _float_range("upscale.factor", recipe.upscale.factor, 0.0, 16.0, low_open=True)
+    for engine, values in recipe.engine_inputs.items():
+        _choice(f"engine_inputs.{engine}", engine, ENGINES)
+        for key, value in values.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise RecipeError(f"engine_inputs.{engine}.{key}", value, "must be finite")
     ident = recipe.identity
     _choice("identity.kind", ident.kind, IDENTITY_KINDS)
     _float_range("identity.weight", ident.weight, 0.0, 5.0)
@@ -461,6 +514,8 @@ def _float_range(
 def _plain(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj):
         return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Mapping):
+        return {k: _plain(v) for k, v in obj.items()}
     if isinstance(obj, tuple | list):
         return [_plain(v) for v in obj]
     return obj
@@ -491,6 +546,8 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
 
 def _coerce(hint: Any, value: Any, name: str) -> Any:
     origin = typing.get_origin(hint)
+    if hint is EngineInputs:
+        return _engine_inputs(_parse_str(value), name)
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         if isinstance(value, hint):
             value = _plain(value)
@@ -527,6 +584,21 @@ def _coerce(hint: Any, value: Any, name: str) -> Any:
     raise TypeError(f"unsupported recipe field type {hint}")
 
 
+def _engine_inputs(value: Any, name: str) -> EngineInputs:
+    """``{engine: {input: scalar}}``; values are strings, numbers or booleans."""
+    if not isinstance(value, Mapping):
+        raise RecipeError(name, value, "must be a table of engine tables")
+    for engine, values in value.items():
+        if not isinstance(values, Mapping):
+            raise RecipeError(f"{name}.{engine}", values, "must be a table of input = value")
+        for key, item in values.items():
+            if not isinstance(item, str | int | float | bool):
+                raise RecipeError(
+                    f"{name}.{engine}.{key}", item, "must be a string, number or true/false"
+                )
+    return EngineInputs(value)
+
+
 def _parse_str(value: Any) -> Any:
     """Parse a string as a TOML value ("5" -> 5, "true" -> True); other values pass through."""
     if not isinstance(value, str):
@@ -548,6 +620,8 @@ def _assign(data: dict[str, Any], key: str, value: Any) -> None:
                 target.append({})
             target = target[index]
         elif isinstance(target, dict):
+            if part not in target and depth == 1 and parts[0] == "engine_inputs":
+                target[part] = {}
             if part not in target:
                 raise _unknown(here, value, list(target))
             target = target[part]
@@ -561,7 +635,10 @@ def _assign(data: dict[str, Any], key: str, value: Any) -> None:
         else:
             target[index] = value
     elif isinstance(target, dict):
-        if last not in target and not (len(parts) >= 3 and parts[0] == "loras"):
+        if last not in target and not (
+            (len(parts) >= 3 and parts[0] == "loras")
+            or (len(parts) == 3 and parts[0] == "engine_inputs")
+        ):
             raise _unknown(key, value, list(target))
         target[last] = value
     else:

@@ -52,6 +52,8 @@ from likeness.cli.sweep import (
     AllowPickleOption,
     ComfyUrlOption,
     EngineOption,
+    MaxCostOption,
+    MaxImagesOption,
     build_engine,
     engine_session,
     output_error,
@@ -89,6 +91,8 @@ def card(
     engine: EngineOption = None,
     comfy_url: ComfyUrlOption = None,
     allow_pickle: AllowPickleOption = False,
+    max_cost: MaxCostOption = None,
+    max_images: MaxImagesOption = None,
     grid: Annotated[
         Path | None,
         typer.Option(help="Where to write the grid PNG (default: <workspace>/cards/LABEL.png)."),
@@ -127,7 +131,12 @@ def card(
             fail(str(exc))
         label = label or f"card-{loaded.recipe_hash()[:8]}"
         runner = build_engine(
-            loaded.engine, comfy_url=comfy_url or ws.settings.comfyui.url, allow_pickle=allow_pickle
+            loaded.engine,
+            comfy_url=comfy_url or ws.settings.comfyui.url,
+            allow_pickle=allow_pickle,
+            hosted=ws.settings.hosted,
+            max_cost=max_cost,
+            max_images=max_images,
         )
         with resumable("the card"), engine_session(runner):
             try:

@@ -37,6 +37,7 @@ from likeness.cli.common import (
     resumable,
 )
 from likeness.cli.recipe import SET_HELP, load_recipe
+from likeness.cli.sweep import MaxCostOption, MaxImagesOption
 from likeness.engines import (
     ENGINE_NAMES,
     EngineCannotHonour,
@@ -51,7 +52,7 @@ from likeness.recipes import Recipe, RecipeError
 
 if TYPE_CHECKING:
     from likeness.curate.ingest import Ingester
-    from likeness.engines import GeneratedImage
+    from likeness.engines import Engine, GeneratedImage
     from likeness.metrics import ImageScore
     from likeness.workspace import Workspace
 
@@ -83,6 +84,8 @@ def generate(
     dtype: Annotated[
         str | None, typer.Option(help="diffusers: bf16, fp16 or fp32 (default: by device).")
     ] = None,
+    max_cost: MaxCostOption = None,
+    max_images: MaxImagesOption = None,
     score: Annotated[
         bool,
         typer.Option("--score/--no-score", help="Score new images against the source photos."),
@@ -105,72 +108,65 @@ def generate(
             loaded = loaded.with_overrides({"engine": engine})
     except RecipeError as exc:
         fail(str(exc))
-    options: dict[str, Any] = {}
-    if loaded.engine == "diffusers":
-        options = {"device": device, "dtype": dtype}
-    try:
-        runner = get_engine(
-            loaded.engine, comfy_url=comfy_url, allow_pickle=allow_pickle, **options
-        )
-    except ValueError as exc:
-        fail(str(exc))
-    except Exception as exc:  # a missing extra
-        fail(f"{loaded.engine}: {type(exc).__name__}: {exc}")
-    with contextlib.closing(runner):
+    with (
+        open_workspace(ctx) as ws,
+        contextlib.closing(
+            _build(loaded.engine, comfy_url, allow_pickle, device, dtype, ws, max_cost, max_images)
+        ) as runner,
+    ):
         try:
             runner.check(loaded)
         except (EngineCannotHonour, ValueError) as exc:
             fail(str(exc))
         except Exception as exc:  # a server that cannot be reached
             fail(f"{loaded.engine}: {type(exc).__name__}: {exc}")
-        with open_workspace(ctx) as ws:
-            # 2. The job: same recipe and n resume the unfinished run with its seeds.
-            job = start_job(
-                ws.db,
-                "generate",
-                job_key("generate", loaded.recipe_hash(), n),
-                total=n,
-                params={"recipe": loaded.to_dict(), "n": n, "engine": loaded.engine},
-            )
-            seeded = _job_seed(ws.db, job.id, loaded)
-            if job.resumed:
-                err.print(f"resuming job {job.id} ({job.done}/{n} images stored before)")
-            # 3. Generate, store, record.
-            from likeness.curate.ingest import Ingester
+        # 2. The job: same recipe and n resume the unfinished run with its seeds.
+        job = start_job(
+            ws.db,
+            "generate",
+            job_key("generate", loaded.recipe_hash(), n),
+            total=n,
+            params={"recipe": loaded.to_dict(), "n": n, "engine": loaded.engine},
+        )
+        seeded = _job_seed(ws.db, job.id, loaded)
+        if job.resumed:
+            err.print(f"resuming job {job.id} ({job.done}/{n} images stored before)")
+        # 3. Generate, store, record.
+        from likeness.curate.ingest import Ingester
 
-            ingester = Ingester(ws, origin="synthetic")
-            rows: list[dict[str, Any]] = []
-            with resumable(f"job {job.id}", on_error=job.fail), progress_bar() as bar:
-                images_task = bar.add_task("images", total=n, completed=job.done)
-                step_task = bar.add_task("steps", total=1)
+        ingester = Ingester(ws, origin="synthetic")
+        rows: list[dict[str, Any]] = []
+        with resumable(f"job {job.id}", on_error=job.fail), progress_bar() as bar:
+            images_task = bar.add_task("images", total=n, completed=job.done)
+            step_task = bar.add_task("steps", total=1)
 
-                def on_progress(update: ProgressUpdate) -> None:
-                    bar.update(
-                        step_task,
-                        description=update.stage,
-                        completed=update.step,
-                        total=max(update.steps, 1),
-                    )
+            def on_progress(update: ProgressUpdate) -> None:
+                bar.update(
+                    step_task,
+                    description=update.stage,
+                    completed=update.step,
+                    total=max(update.steps, 1),
+                )
 
-                # Images stored after the last progress mark (a kill inside a batch) are not
-                # stored again: their PNGs would differ by their timings alone.
-                stored_before = Counter(job_seeds(ws.db, job.id))
-                for start in range(job.done, n, seeded.batch):
-                    count = min(seeded.batch, n - start)
-                    chunk = seeded.with_overrides({"seed": (seeded.seed + start) % (MAX_SEED + 1)})
-                    for image in runner.generate(chunk, count, progress=on_progress):
-                        if stored_before[image.seed] > 0:
-                            stored_before[image.seed] -= 1
-                        else:
-                            rows.append(_store(ingester, ws.db, image, job.id, seeded))
-                        bar.advance(images_task)
-                    job.set_progress(start + count)
-            stored = sum(r["status"] in ("stored", "near_duplicate") for r in rows)
-            job.finish(message=f"{stored} images stored")
-            # 4. Score right away, when the workspace has source photos to compare with.
-            scores, score_error = (None, None)
-            if score and rows:
-                scores, score_error = _score(ws, [r["sha256"] for r in rows if r["sha256"]])
+            # Images stored after the last progress mark (a kill inside a batch) are not
+            # stored again: their PNGs would differ by their timings alone.
+            stored_before = Counter(job_seeds(ws.db, job.id))
+            for start in range(job.done, n, seeded.batch):
+                count = min(seeded.batch, n - start)
+                chunk = seeded.with_overrides({"seed": (seeded.seed + start) % (MAX_SEED + 1)})
+                for image in runner.generate(chunk, count, progress=on_progress):
+                    if stored_before[image.seed] > 0:
+                        stored_before[image.seed] -= 1
+                    else:
+                        rows.append(_store(ingester, ws.db, image, job.id, seeded))
+                    bar.advance(images_task)
+                job.set_progress(start + count)
+        stored = sum(r["status"] in ("stored", "near_duplicate") for r in rows)
+        job.finish(message=f"{stored} images stored")
+        # 4. Score right away, when the workspace has source photos to compare with.
+        scores, score_error = (None, None)
+        if score and rows:
+            scores, score_error = _score(ws, [r["sha256"] for r in rows if r["sha256"]])
     result = {
         "job": job.id,
         "resumed": job.resumed,
@@ -186,6 +182,30 @@ def generate(
         print_json(result)
     else:
         _print_summary(result)
+
+
+def _build(
+    name: str,
+    comfy_url: str | None,
+    allow_pickle: bool,
+    device: str | None,
+    dtype: str | None,
+    ws: Workspace,
+    max_cost: float | None,
+    max_images: int | None,
+) -> Engine:
+    options: dict[str, Any] = {}
+    if name == "diffusers":
+        options = {"device": device, "dtype": dtype}
+    elif name in ("replicate", "fal"):
+        options = {"settings": ws.settings.hosted, "max_cost": max_cost, "max_images": max_images}
+    try:
+        return get_engine(name, comfy_url=comfy_url, allow_pickle=allow_pickle, **options)
+    except ValueError as exc:
+        fail(str(exc))
+    except Exception as exc:  # a missing extra, a hosted API token that is not set
+        fail(f"{name}: {type(exc).__name__}: {exc}")
+    raise AssertionError("unreachable")
 
 
 def _job_seed(conn: sqlite3.Connection, job_id: int, recipe: Recipe) -> Recipe:

@@ -39,6 +39,8 @@ from likeness.cli.sweep import (
     AllowPickleOption,
     ComfyUrlOption,
     EngineOption,
+    MaxCostOption,
+    MaxImagesOption,
     build_engine,
     engine_session,
     step_reporter,
@@ -64,6 +66,8 @@ def loop(
     engine: EngineOption = None,
     comfy_url: ComfyUrlOption = None,
     allow_pickle: AllowPickleOption = False,
+    max_cost: MaxCostOption = None,
+    max_images: MaxImagesOption = None,
     allow_flag: Annotated[
         list[str] | None,
         typer.Option("--allow-flag", help="A flag that does not reject a candidate; repeatable."),
@@ -95,6 +99,9 @@ def loop(
                 loaded.engine,
                 comfy_url=comfy_url or ws.settings.comfyui.url,
                 allow_pickle=allow_pickle,
+                hosted=ws.settings.hosted,
+                max_cost=max_cost,
+                max_images=max_images,
             )
             return sessions.enter_context(engine_session(made))
 

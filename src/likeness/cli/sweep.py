@@ -46,6 +46,7 @@ from likeness.cli.common import (
     progress_bar,
     resumable,
 )
+from likeness.config import HostedSettings
 from likeness.engines import ENGINE_NAMES, Engine, EngineCannotHonour, ProgressUpdate, get_engine
 from likeness.evaluate.cells import Cell
 from likeness.evaluate.current import with_workspace_trigger
@@ -64,6 +65,24 @@ ComfyUrlOption = Annotated[
 AllowPickleOption = Annotated[
     bool, typer.Option("--allow-pickle", help="Accept pickle model files (.ckpt .pt .bin).")
 ]
+MaxCostOption = Annotated[
+    float | None,
+    typer.Option(
+        "--max-cost",
+        min=0.0,
+        help="replicate, fal: stop before the estimated spend passes this many USD "
+        "(default: [hosted] max_cost).",
+    ),
+]
+MaxImagesOption = Annotated[
+    int | None,
+    typer.Option(
+        "--max-images",
+        min=0,
+        help="replicate, fal: stop before submitting more predictions than this "
+        "(default: [hosted] max_images).",
+    ),
+]
 
 
 def build_engine(
@@ -73,12 +92,17 @@ def build_engine(
     allow_pickle: bool = False,
     device: str | None = None,
     dtype: str | None = None,
+    hosted: HostedSettings | None = None,
+    max_cost: float | None = None,
+    max_images: int | None = None,
 ) -> Engine:
     """The engine named ``name`` with the command line's options; exits with one line on
-    an unknown name or a server that cannot be reached."""
+    an unknown name, a server that cannot be reached or a hosted API token that is missing."""
     options: dict[str, Any] = {}
     if name == "diffusers":
         options = {"device": device, "dtype": dtype}
+    elif name in ("replicate", "fal"):
+        options = {"settings": hosted, "max_cost": max_cost, "max_images": max_images}
     try:
         return get_engine(name, comfy_url=comfy_url, allow_pickle=allow_pickle, **options)
     except ValueError as exc:
@@ -140,6 +164,8 @@ def sweep(
     engine: EngineOption = None,
     comfy_url: ComfyUrlOption = None,
     allow_pickle: AllowPickleOption = False,
+    max_cost: MaxCostOption = None,
+    max_images: MaxImagesOption = None,
     device: Annotated[str | None, typer.Option(help="diffusers: cuda, mps or cpu.")] = None,
     dtype: Annotated[str | None, typer.Option(help="diffusers: bf16, fp16 or fp32.")] = None,
     csv_out: Annotated[
@@ -193,6 +219,9 @@ def sweep(
             allow_pickle=allow_pickle,
             device=device,
             dtype=dtype,
+            hosted=ws.settings.hosted,
+            max_cost=max_cost,
+            max_images=max_images,
         )
         with resumable("the sweep"), engine_session(runner):
             try:

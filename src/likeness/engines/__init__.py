@@ -1,8 +1,9 @@
 """Generation engines behind one protocol (see :mod:`likeness.engines.base`).
 
 ``get_engine("diffusers")`` runs models from local files; ``get_engine("comfyui",
-comfy_url="http://127.0.0.1:8188")`` drives a ComfyUI server. Engines import their heavy
-dependencies only when built.
+comfy_url="http://127.0.0.1:8188")`` drives a ComfyUI server; ``get_engine("replicate")`` and
+``get_engine("fal")`` run hosted FLUX LoRA models. Engines import their heavy dependencies only
+when built.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from likeness.engines.base import (
     sha256_file,
 )
 
-ENGINE_NAMES = ("diffusers", "comfyui")
+ENGINE_NAMES = ("diffusers", "comfyui", "replicate", "fal")
 
 __all__ = [
     "ENGINE_NAMES",
@@ -50,7 +51,8 @@ def get_engine(
     """Build the engine called ``name``; options go to its constructor.
 
     diffusers: ``DiffusersEngine(allow_pickle=..., device=None, dtype=None)``;
-    comfyui: ``ComfyUIEngine(url=comfy_url)``.
+    comfyui: ``ComfyUIEngine(url=comfy_url)``; replicate, fal: ``HostedEngine(name,
+    settings=HostedSettings, max_images=None, max_cost=None)``.
     """
     if name == "diffusers":
         from likeness.engines.diffusers import DiffusersEngine
@@ -62,4 +64,8 @@ def get_engine(
         from likeness.engines.comfyui import ComfyUIEngine
 
         return ComfyUIEngine(url=comfy_url, **options)
+    if name in ("replicate", "fal"):
+        from likeness.engines.hosted import HostedEngine
+
+        return HostedEngine(name, **options)
     raise ValueError(f"engine: {name!r} is not one of {', '.join(ENGINE_NAMES)}")
