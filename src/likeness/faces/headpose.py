@@ -8,8 +8,9 @@ Signs, in degrees, as seen in the image:
 - roll > 0: the head leans so that its top tips toward the image's right (clockwise as the
   viewer sees it).
 
-The angles are measured against the line of sight from the camera to the face, not against
-the camera's axis: the camera's centre is put on the nose tip. A face high in a portrait frame
+The angles are measured against the line of sight from the camera to the face (to the nose
+tip), not against the camera's axis (the focal length is taken as the image's long side, the
+axis through its centre). A face high in a portrait frame
 (as in most portraits) therefore reads level when it faces the lens, and cropping a photo does
 not change the angles. Without this a level face in the upper third of a portrait read +10 to
 +15 degrees of pitch: the angle under which the camera saw it.
@@ -111,17 +112,20 @@ def solve_pose(
     width: int,
     height: int,
 ) -> HeadPose:
-    """Fit `model_points` to `image_points` with solvePnP, starting from a frontal guess, with
-    the camera's centre on the nose tip (angles against the line of sight to the face)."""
+    """Fit `model_points` (nose tip at the origin) to `image_points` with solvePnP, starting
+    from a frontal guess, and give the rotation against the line of sight to the nose tip."""
     import cv2
 
     focal = float(max(width, height))
-    nose = image_points[nose_tip]
-    camera = np.array([[focal, 0, nose[0]], [0, focal, nose[1]], [0, 0, 1]], dtype=np.float64)
+    camera = np.array([[focal, 0, width / 2], [0, focal, height / 2], [0, 0, 1]], dtype=np.float64)
     # Start facing the camera, at the depth that makes the model's eye span match the image's.
     model_span = float(np.linalg.norm(model_points[right_eye] - model_points[left_eye]))
     eye_px = max(1.0, float(np.linalg.norm(image_points[right_eye] - image_points[left_eye])))
-    tvec = np.array([[0.0], [0.0], [focal * model_span / eye_px]])
+    depth = focal * model_span / eye_px
+    nose = image_points[nose_tip]
+    tvec = np.array(
+        [[(nose[0] - width / 2) * depth / focal], [(nose[1] - height / 2) * depth / focal], [depth]]
+    )
     rvec = np.zeros((3, 1), dtype=np.float64)
     ok, rvec, tvec = cv2.solvePnP(
         model_points,
@@ -136,10 +140,27 @@ def solve_pose(
     if not ok:
         return HeadPose(float("nan"), float("nan"), float("nan"))
     rotation, _ = cv2.Rodrigues(rvec)
+    # The model's origin is the nose tip, so tvec is the line of sight to it: undo the turn
+    # that carries the camera's axis onto that line.
+    rotation = line_of_sight(np.asarray(tvec, dtype=np.float64).ravel()).T @ rotation
     angles = cv2.RQDecomp3x3(rotation)[0]
     # Euler angles about the camera's x (pitch), y (yaw) and z (roll) axes; y points down.
     rx, ry, rz = (float(a) for a in angles)
     return HeadPose(yaw=_wrap(ry), pitch=_wrap(rx), roll=_wrap(rz))
+
+
+def line_of_sight(direction: np.ndarray) -> np.ndarray:
+    """The smallest rotation that carries the camera's axis (0, 0, 1) onto `direction`."""
+    import cv2
+
+    d = direction / max(float(np.linalg.norm(direction)), 1e-12)
+    axis = np.cross((0.0, 0.0, 1.0), d)
+    sin = float(np.linalg.norm(axis))
+    if sin < 1e-12:
+        return np.eye(3)
+    angle = math.atan2(sin, float(d[2]))
+    rotation, _ = cv2.Rodrigues(axis / sin * angle)
+    return rotation
 
 
 def _wrap(deg: float) -> float:
