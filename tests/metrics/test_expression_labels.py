@@ -69,14 +69,21 @@ def readings() -> dict[str, list[tuple[Label, Face, Expression]]]:
     analyzer, classifier = DlibAnalyzer(), ExpressionClassifier()
     out: dict[str, list[tuple[Label, Face, Expression]]] = {}
     images: dict[str, tuple[np.ndarray, list[Face]]] = {}
-    for table in ("labels.csv", "heldout.csv"):
+    for table in ("labels.csv", "heldout.csv", "labels.csv:mirrored"):
         out[table] = []
-        for label in read_labels(table):
-            if label.source not in images:
+        mirrored = table.endswith(":mirrored")
+        for label in read_labels(table.split(":")[0]):
+            key = label.source + (":mirrored" if mirrored else "")
+            if key not in images:
                 rgb = load(label.source)
-                images[label.source] = (rgb, analyzer.analyze(rgb))
-            rgb, faces = images[label.source]
-            face = pick(faces, label.box)
+                rgb = np.ascontiguousarray(rgb[:, ::-1]) if mirrored else rgb
+                images[key] = (rgb, analyzer.analyze(rgb))
+            rgb, faces = images[key]
+            box = label.box
+            if mirrored and box is not None:
+                width = rgb.shape[1]
+                box = (width - box[2], box[1], width - box[0], box[3])
+            face = pick(faces, box)
             out[table].append((label, face, classifier.classify(quality.grey(rgb), face)))
     return out
 
@@ -92,7 +99,7 @@ def test_the_labels_cover_every_sample_face():
         assert label.level in ("yes", "no", "unclear")
 
 
-@pytest.mark.parametrize("table", ["labels.csv", "heldout.csv"])
+@pytest.mark.parametrize("table", ["labels.csv", "heldout.csv", "labels.csv:mirrored"])
 def test_each_labelled_face_reads_its_label(readings, table):
     wrong = [
         (label.source, label.box, label.expression, expr.label, expr.reason)
@@ -112,7 +119,7 @@ def test_the_speaking_face_is_not_angry_and_the_clear_smiles_are_sure(readings):
         assert by_source[name].label == "smiling" and by_source[name].probability > 0.9
 
 
-@pytest.mark.parametrize("table", ["labels.csv", "heldout.csv"])
+@pytest.mark.parametrize("table", ["labels.csv", "heldout.csv", "labels.csv:mirrored"])
 def test_level_heads_read_level_pitch(readings, table):
     level = [
         (label.source, face.pose.pitch)

@@ -3,8 +3,9 @@
 Every length is in eye distances (the distance between the midpoints of the two eyes' corner
 pairs, 36/39 and 42/45, as it would be seen frontally), measured after turning the landmarks so
 that the eye-corner line is level (roll removed). Head pose is corrected for:
-- yaw shrinks horizontal lengths by cos(yaw): the unit is the image eye distance / cos(yaw),
-  and horizontal lengths are divided by cos(yaw) once more (yaw capped at 60 degrees);
+- yaw shrinks the image eye distance by cos(yaw) but leaves heights alone: heights are
+  multiplied by cos(yaw) (capped at 60 degrees); widths shrink with the eye distance and keep
+  their ratio to it;
 - pitch moves points at different depths against each other (a face tilted chin-up shows its
   mouth corners lower than its lip centre, as a frown does). Features that compare points at
   different depths subtract depth x sin(pitch), with depths from adult anthropometric means
@@ -68,9 +69,8 @@ def measure(points: np.ndarray, yaw: float = 0.0, pitch: float = 0.0) -> FaceGeo
     cos_yaw = math.cos(math.radians(min(abs(_finite(yaw)), MAX_YAW)))
     theta = math.radians(max(-45.0, min(45.0, _finite(pitch))))
     sin_p, cos_p = math.sin(theta), math.cos(theta)
-    # The image eye distance is cos(yaw) of the frontal one: rescale to frontal eye distances.
-    q = q * cos_yaw
-    x, y = q[:, 0] / cos_yaw, q[:, 1]
+    # The image eye distance is cos(yaw) of the frontal one; widths shrank with it, heights not.
+    x, y = q[:, 0], q[:, 1] * cos_yaw
 
     def up(a: float, b: float, depth: float) -> float:
         """How far b sits above a (image up), corrected for pitch when b is `depth` in front."""
