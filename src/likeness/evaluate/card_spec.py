@@ -21,7 +21,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-EXPRESSIONS = ("neutral", "smiling", "angry", "sad", "surprised", "fearful", "disgusted")
+# What an expected expression may be: the labels `likeness.metrics.expression` gives (its
+# `unsure` never matches, so a shot whose reading is unsure is not reached).
+EXPRESSIONS = ("neutral", "smiling", "angry", "sad", "other")
 CARD_POSES = ("t_pose", "standing", "sitting")
 KINDS = ("portrait", "body")
 SPEC_KEYS = ("name", "style", "negative", "allow_flags", "shots")

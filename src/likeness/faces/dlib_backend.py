@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from likeness.faces.headpose import head_pose
+from likeness.faces.headpose import HEADPOSE_VERSION, head_pose
 from likeness.faces.protocol import FaceModelMissing
 from likeness.faces.types import Box, Face
 
@@ -110,7 +110,7 @@ class DlibAnalyzer:
     @property
     def version(self) -> str:
         return (
-            f"hog2pass-verify4-sym68-resnet1:{self.detect_max_side}:{self.upsample}:"
+            f"hog2pass-verify4-sym68-resnet1-pose{HEADPOSE_VERSION}:{self.detect_max_side}:{self.upsample}:"
             f"{self.threshold}:{self.confident}"
         )
 

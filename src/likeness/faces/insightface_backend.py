@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from likeness.faces.headpose import head_pose
+from likeness.faces.headpose import HEADPOSE_VERSION, head_pose
 from likeness.faces.protocol import FaceModelMissing
 from likeness.faces.types import Box, Face
 
@@ -63,7 +63,7 @@ class InsightFaceAnalyzer:
     @property
     def version(self) -> str:
         det, rec = find_models(self.model_dir)
-        return f"{det.name}+{rec.name}:{self.det_size}:{self.threshold}"
+        return f"{det.name}+{rec.name}:{self.det_size}:{self.threshold}:pose{HEADPOSE_VERSION}"
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)

@@ -18,7 +18,7 @@ from likeness.metrics.body import BodyPose, PoseBackend, body_pose, default_pose
 from likeness.metrics.expression import Expression, ExpressionClassifier
 
 ANALYZER_NAME = "likeness.image"
-ANALYSIS_VERSION = "2"
+ANALYSIS_VERSION = "3"
 
 
 @dataclass
@@ -78,14 +78,7 @@ class ImageAnalysis:
             "faces": [f.to_dict() for f in self.faces],
             "subject": self.subject,
             "flags": list(self.flags),
-            "expression": None
-            if expr is None
-            else {
-                "label": expr.label,
-                "probability": expr.probability,
-                "probabilities": expr.probabilities,
-                "refined": expr.refined,
-            },
+            "expression": None if expr is None else expr.to_dict(),
             "body": {
                 "label": self.body.label,
                 "keypoints": [list(k) for k in self.body.keypoints],
@@ -106,11 +99,7 @@ class ImageAnalysis:
             faces=tuple(Face.from_dict(f) for f in data["faces"]),
             subject=data["subject"],
             flags=tuple(data["flags"]),
-            expression=None
-            if expr is None
-            else Expression(
-                expr["label"], expr["probability"], dict(expr["probabilities"]), expr["refined"]
-            ),
+            expression=None if expr is None else Expression.from_dict(expr),
             body=BodyPose(
                 body["label"], tuple(tuple(k) for k in body["keypoints"]), body["reason"]
             ),

@@ -1,18 +1,35 @@
-"""Facial expression from fer's mini-Xception (MIT, vendored TFLite file, run with
-ai-edge-litert), optionally refined between `smiling` and `neutral` by mouth geometry.
+"""Facial expression: `neutral`, `smiling`, `angry`, `sad`, `other`, or `unsure`.
 
-The face box is widened by 10% on each side (fer's own crops are loose Haar boxes), turned to
-grey, resized to 64x64 and scaled to [-1, 1]; the probabilities are averaged over the crop and
-its mirror image. Labels: `neutral`, `smiling` (fer's "happy"), `angry`, `sad`, `surprised`,
-`fearful`, `disgusted`.
+Two instruments vote, and a small rule set (in `decide`) combines them:
+- fer's mini-Xception (MIT, vendored TFLite file, run with ai-edge-litert; about 66% accurate on
+  FER2013) gives probabilities for its seven classes. The face box is widened by 10% on each
+  side, turned to grey, resized to 64x64, scaled to [-1, 1], and averaged with its mirror image.
+  Its `happy` is `smiling`; `surprise`, `fear` and `disgust` together are `other`.
+- the 68 landmarks, measured in the face's own frame with yaw and pitch corrected
+  (`likeness.metrics.face_geometry`), give each label a geometric support from 0 to 1:
+  smiling: mouth corners lifted above the middle of the mouth (`corner_lift` 0.04 -> 0,
+  0.10 -> 1 eye distance); sad: corners pulled down (`corner_lift` -0.02 -> 0, -0.08 -> 1) or
+  inner brow ends raised (`inner_brow_raise` -0.04 -> 0, +0.02 -> 1); angry: brows lowered
+  (`brow_height` 0.21 -> 0, 0.15 -> 1); other: lips apart (`mouth_open` >= 0.10) or eyes wide
+  (`eye_open` >= 0.35); neutral: 1 minus the largest of the smiling, sad and angry supports.
 
-Refinement: when the model hesitates between smiling and neutral (both >= 0.2), the lift of
-the mouth corners above the lip centre, in eye distances, decides: >= 0.12 smiling, else
-neutral. On the sample photos smiles lift the corners 0.13-0.27 and neutral faces 0.01-0.12.
+The rules, in order:
+1. An open mouth (`mouth_open` >= 0.10) that does not smile and shows neither the brow cue of
+   anger nor a cue of sadness is speech, not an emotion: fer's angry, sad and other
+   probabilities are counted as neutral (fer reads a talking mouth as anger or fear).
+2. A label needs its geometric cue: angry needs support >= 0.5 (lowered brows), sad needs
+   support >= 0.5, smiling needs support >= 0.5 or fer >= 0.6 with the corners not turned down.
+3. Each allowed label's confidence is the mean of fer's probability and its geometric support;
+   the highest wins.
+4. `unsure` when the winner's confidence is below 0.5, or when fer gave another label >= 0.5
+   (the two instruments disagree). Its confidence is the best candidate's.
+
+Without 68 landmarks (five-point backends) fer decides alone, with `unsure` below 0.5.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,29 +38,77 @@ import numpy as np
 
 import likeness
 from likeness.faces.types import Face
+from likeness.metrics.face_geometry import FaceGeometry, measure
 from likeness.metrics.quiet import native_stderr_silenced
 
 MODEL_FILE = (
     Path(likeness.__file__).parent / "data" / "models" / "fer_emotion_model_quantized.tflite"
 )
+# fer's output order, in this project's words.
 LABELS = ("angry", "disgusted", "fearful", "smiling", "sad", "surprised", "neutral")
-SMILE_LIFT = 0.12
+# What `Expression.label` can be.
+EXPRESSIONS = ("neutral", "smiling", "angry", "sad", "other")
+UNSURE = "unsure"
 PAD = 0.1
+
+# Geometric thresholds (eye distances, see the module doc); a support is 0 at the first value
+# and 1 at the second.
+SMILE_RAMP = (0.04, 0.10)
+FROWN_RAMP = (0.02, 0.08)  # on -corner_lift
+INNER_BROW_RAMP = (-0.04, 0.02)
+LOWERED_BROW_RAMP = (0.21, 0.15)  # on brow_height, lower is more
+MOUTH_OPEN = 0.10
+EYES_WIDE = 0.35
+# Rules.
+CUE_NEEDED = 0.5
+FAINT_SMILE_FER = 0.6
+FAINT_SMILE_FLOOR = -0.03
+MIN_CONFIDENCE = 0.5
+FER_DISAGREES = 0.5
 
 
 @dataclass(frozen=True)
 class Expression:
+    """One face's expression reading.
+
+    `label` is one of `EXPRESSIONS` or `unsure`; `probability` is the reading's confidence
+    (0-1: the mean of fer's probability and the geometric support, see the module doc);
+    `probabilities` are fer's own seven; `geometry` the landmark measurements (None without
+    68 landmarks); `reason` says which rule decided.
+    """
+
     label: str
     probability: float
     probabilities: dict[str, float]
-    refined: bool = False
+    geometry: dict[str, float] | None = None
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "probability": self.probability,
+            "probabilities": dict(self.probabilities),
+            "geometry": None if self.geometry is None else dict(self.geometry),
+            "reason": self.reason,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Expression:
+        geometry = data.get("geometry")
+        return cls(
+            label=data["label"],
+            probability=float(data["probability"]),
+            probabilities=dict(data["probabilities"]),
+            geometry=None if geometry is None else dict(geometry),
+            reason=data.get("reason", ""),
+        )
 
 
 @dataclass
 class ExpressionClassifier:
     model_file: Path = MODEL_FILE
     name: str = field(default="fer-mini-xception", init=False)
-    version: str = field(default="1", init=False)
+    version: str = field(default="2-geometry1", init=False)
     _interpreter: Any = field(default=None, init=False, repr=False)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -85,18 +150,105 @@ class ExpressionClassifier:
         mean = np.mean(probs, axis=0)
         return mean / max(1e-9, mean.sum())
 
-    def classify(self, grey: np.ndarray, face: Face, refine: bool = True) -> Expression:
+    def classify(self, grey: np.ndarray, face: Face) -> Expression:
+        """The expression of one face of a grey image (0-255); see the module doc."""
         probs = self.probabilities(grey, face)
         table = {label: round(float(p), 4) for label, p in zip(LABELS, probs, strict=True)}
-        best = int(np.argmax(probs))
-        label, refined = LABELS[best], False
-        if refine and len(face.landmarks) == 68 and label in ("smiling", "neutral"):
-            smiling, neutral = table["smiling"], table["neutral"]
-            if smiling >= 0.2 and neutral >= 0.2:
-                geometric = "smiling" if mouth_lift(face.points) >= SMILE_LIFT else "neutral"
-                refined = geometric != label
-                label = geometric
-        return Expression(label, table[label], table, refined)
+        geometry = None
+        if len(face.landmarks) == 68:
+            geometry = measure(face.points, face.pose.yaw, face.pose.pitch)
+        label, confidence, reason = decide(table, geometry)
+        return Expression(
+            label,
+            round(confidence, 4),
+            table,
+            None if geometry is None else geometry.to_dict(),
+            reason,
+        )
+
+
+def merged(probabilities: dict[str, float]) -> dict[str, float]:
+    """fer's seven probabilities as the five `EXPRESSIONS` (surprise, fear, disgust: other)."""
+    p = {k: float(v) for k, v in probabilities.items()}
+    return {
+        "neutral": p.get("neutral", 0.0),
+        "smiling": p.get("smiling", 0.0),
+        "angry": p.get("angry", 0.0),
+        "sad": p.get("sad", 0.0),
+        "other": p.get("surprised", 0.0) + p.get("fearful", 0.0) + p.get("disgusted", 0.0),
+    }
+
+
+def supports(g: FaceGeometry) -> dict[str, float]:
+    """Geometric support (0-1) of each of the five `EXPRESSIONS`."""
+    smiling = _ramp(g.corner_lift, *SMILE_RAMP)
+    sad = max(_ramp(-g.corner_lift, *FROWN_RAMP), _ramp(g.inner_brow_raise, *INNER_BROW_RAMP))
+    angry = _ramp(g.brow_height, *LOWERED_BROW_RAMP)
+    other = 1.0 if g.mouth_open >= MOUTH_OPEN or g.eye_open >= EYES_WIDE else 0.0
+    return {
+        "neutral": 1.0 - max(smiling, sad, angry),
+        "smiling": smiling,
+        "angry": angry,
+        "sad": sad,
+        "other": other,
+    }
+
+
+def decide(
+    probabilities: dict[str, float], geometry: FaceGeometry | None
+) -> tuple[str, float, str]:
+    """(label, confidence, reason) from fer's probabilities (keys of `LABELS`) and the face's
+    geometry; the rules are in the module doc.
+
+    Example:
+        >>> decide({"smiling": 0.9, "neutral": 0.1}, None)
+        ('smiling', 0.9, 'fer alone')
+    """
+    p = merged(probabilities)
+    fer_top = max(p, key=p.__getitem__)
+    if geometry is None:
+        if p[fer_top] < MIN_CONFIDENCE:
+            return UNSURE, p[fer_top], f"fer alone: {fer_top} {p[fer_top]:.2f} < {MIN_CONFIDENCE}"
+        return fer_top, p[fer_top], "fer alone"
+    s = supports(geometry)
+    reasons = []
+    # 1. Speech: an open mouth with no emotion cue is not an emotion.
+    cues = max(s["angry"], s["sad"], s["smiling"])
+    if geometry.mouth_open >= MOUTH_OPEN and cues < CUE_NEEDED:
+        moved = p["angry"] + p["sad"] + p["other"]
+        p = {**p, "neutral": p["neutral"] + moved, "angry": 0.0, "sad": 0.0, "other": 0.0}
+        fer_top = max(p, key=p.__getitem__)
+        reasons.append(f"open mouth without an emotion cue: fer's {moved:.2f} counted as neutral")
+    # 2. Each label needs its geometric cue.
+    allowed = {
+        "neutral": True,
+        "smiling": s["smiling"] >= CUE_NEEDED
+        or (p["smiling"] >= FAINT_SMILE_FER and geometry.corner_lift > FAINT_SMILE_FLOOR),
+        "angry": s["angry"] >= CUE_NEEDED,
+        "sad": s["sad"] >= CUE_NEEDED,
+        "other": s["other"] >= CUE_NEEDED,
+    }
+    # 3. Confidence: the mean of the two instruments; the highest allowed label wins.
+    confidence = {k: (p[k] + s[k]) / 2 for k in EXPRESSIONS if allowed[k]}
+    label = max(confidence, key=confidence.__getitem__)
+    best = confidence[label]
+    # 4. Unsure when weak or when fer confidently says something else.
+    if best < MIN_CONFIDENCE:
+        reasons.append(f"{label} confidence {best:.2f} < {MIN_CONFIDENCE}")
+        return UNSURE, best, "; ".join(reasons)
+    if fer_top != label and p[fer_top] >= FER_DISAGREES:
+        why = "its cue is missing" if not allowed[fer_top] else "the geometry disagrees"
+        reasons.append(f"fer says {fer_top} {p[fer_top]:.2f} but {why}; geometry says {label}")
+        return UNSURE, best, "; ".join(reasons)
+    reasons.append(f"{label}: fer {p[label]:.2f}, geometry {s[label]:.2f}")
+    return label, best, "; ".join(reasons)
+
+
+def _ramp(value: float, zero: float, one: float) -> float:
+    """0 at `zero`, 1 at `one`, linear between (either direction), clipped."""
+    if not math.isfinite(value):
+        return 0.0
+    return float(min(1.0, max(0.0, (value - zero) / (one - zero))))
 
 
 def face_crop(grey: np.ndarray, face: Face, pad: float = PAD) -> np.ndarray:
@@ -112,17 +264,3 @@ def face_crop(grey: np.ndarray, face: Face, pad: float = PAD) -> np.ndarray:
     if any(any(pair) for pair in widths):
         inside = np.pad(inside, widths, mode="edge")
     return np.ascontiguousarray(np.clip(inside, 0, 255).astype(np.uint8))
-
-
-def mouth_lift(points: np.ndarray) -> float:
-    """How far the mouth corners (48, 54) sit above the midpoint of the lip centres (51, 57),
-    in units of the distance between the eye centres; positive when the corners are raised.
-    Measured in the face's own frame (eyes level), so a tilted head reads the same."""
-    left, right = points[36:42].mean(axis=0), points[42:48].mean(axis=0)
-    eye_distance = float(np.linalg.norm(right - left))
-    angle = np.arctan2(right[1] - left[1], right[0] - left[0])
-    c, s = np.cos(-angle), np.sin(-angle)
-    points = (np.asarray(points, dtype=np.float64) - left) @ np.array([[c, s], [-s, c]])
-    lips = (points[51] + points[57]) / 2
-    corners = (points[48][1] + points[54][1]) / 2
-    return float((lips[1] - corners) / max(eye_distance, 1e-6))
