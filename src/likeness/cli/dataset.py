@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -13,6 +14,7 @@ from likeness.curate.captions import CaptionError
 from likeness.curate.datasets import create_dataset_version
 from likeness.curate.export import ExportError, export_version
 from likeness.curate.selection import Selection
+from likeness.evaluate.coverage import THIN_BELOW, CoverageError
 from likeness.store.datasets import DatasetError, diff_versions, list_versions, resolve
 from likeness.store.images import ORIGINS
 
@@ -211,3 +213,70 @@ def export(
         f"to {result.image_folder}",
         highlight=False,
     )
+
+
+@app.command("coverage")
+def coverage(
+    ctx: typer.Context,
+    ref: Annotated[
+        str | None, typer.Argument(help="NAME or NAME@vN (default: the images of --origin).")
+    ] = None,
+    origin: Annotated[
+        list[str] | None,
+        typer.Option(help=f"Count the images of this origin ({', '.join(ORIGINS)}); repeatable."),
+    ] = None,
+    thin: Annotated[
+        int,
+        typer.Option(
+            "--thin", min=1, help=f"A cell with fewer images is thin (default {THIN_BELOW})."
+        ),
+    ] = THIN_BELOW,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+) -> None:
+    """Count images into the model card's angle x expression grid; mark empty and thin cells.
+
+    Each image lands in the cell of its measured head-angle bucket and expression (analyses
+    come from the workspace cache; new images are analysed once). No face, or an expression the
+    card does not ask for, counts off the grid. With neither NAME nor --origin: every image.
+
+    Example: likeness dataset coverage mara@v2
+    """
+    from likeness.evaluate.coverage import card_grid, choose_images, count_coverage, score_chosen
+
+    with open_workspace(ctx) as ws:
+        try:
+            chosen = choose_images(ws, dataset=ref, origins=origin or ())
+            counted = count_coverage(score_chosen(ws, chosen.shas), card_grid(), thin)
+        except CoverageError as exc:
+            fail(str(exc))
+    data = {"selection": chosen.to_json(), **counted.to_json()}
+    if as_json:
+        print_json(data)
+        return
+    print_coverage(data, title=f"coverage of {chosen.label}")
+
+
+def print_coverage(data: Mapping[str, Any], *, title: str) -> None:
+    """The grid as a table: angles down, expressions across; empty cells red, thin amber."""
+    counts = {(c["angle"], c["expression"]): c for c in data["cells"]}
+    table = Table(title=f"{title}: {data['counted']} of {data['images']} images on the grid")
+    table.add_column("angle")
+    for expression in data["expressions"]:
+        table.add_column(expression, justify="right")
+    for angle in data["angles"]:
+        row = [angle]
+        for expression in data["expressions"]:
+            cell = counts.get((angle, expression))
+            if cell is None:
+                row.append("[dim]-[/dim]")
+            elif cell["state"] == "empty":
+                row.append("[red]0 empty[/red]")
+            elif cell["state"] == "thin":
+                row.append(f"[yellow]{cell['count']} thin[/yellow]")
+            else:
+                row.append(str(cell["count"]))
+        table.add_row(*row)
+    out.print(table)
+    summary = f"{data['empty']} empty, {data['thin']} thin (fewer than {data['thin_below']})"
+    off = ", ".join(f"{n} {reason}" for reason, n in sorted(data["off_grid"].items()))
+    out.print(summary + (f"; off the grid: {off}" if off else ""), highlight=False)
