@@ -115,6 +115,7 @@ class EditOutcome:
 class EnrichRun:
     job_id: int
     resumed: bool
+    """An unfinished job with the same key was taken up again."""
     plan: Plan
     recipe: EditRecipe
     outcomes: tuple[EditOutcome, ...]
@@ -215,6 +216,12 @@ def run_enrich(
 ) -> EnrichRun:
     """Make, judge and store every edit of ``plan`` not decided yet (see the module doc)."""
     # 1. The job (same key: the unfinished job resumes).
+    resumed = (
+        ws.db.execute(
+            "SELECT 1 FROM jobs WHERE kind = ? AND key = ? AND state != 'done'", (JOB_KIND, key)
+        ).fetchone()
+        is not None
+    )
     job = start_job(
         ws.db,
         JOB_KIND,
@@ -246,7 +253,7 @@ def run_enrich(
         job.fail(f"{type(exc).__name__}: {exc}")
         raise
     # 3. Done.
-    run = EnrichRun(job.id, job.resumed, plan, recipe, tuple(outcomes))
+    run = EnrichRun(job.id, resumed, plan, recipe, tuple(outcomes))
     job.finish(message=f"{run.kept} kept, {run.rejected} rejected, {run.failed} failed")
     return run
 
