@@ -184,7 +184,8 @@ def export(
         str,
         typer.Option(
             "--format",
-            help="kohya (<repeats>_<trigger> <class>/ + .txt) or imagefolder (metadata.jsonl).",
+            help="kohya (<repeats>_<trigger> <class>/ + .txt), imagefolder (metadata.jsonl) "
+            "or edit-pairs (target/ + control/ + .txt instructions, for edit-model LoRAs).",
         ),
     ] = "kohya",
     repeats: Annotated[
@@ -195,10 +196,18 @@ def export(
 ) -> None:
     """Write a version where a LoRA trainer reads it.
 
+    edit-pairs writes the version's kept edits as (control, target, instruction) in the
+    layout ai-toolkit's Qwen-Image-Edit and FLUX Kontext LoRA training reads (docs/enrich.md).
+
     Example: likeness dataset export mara@v2 ./train/mara --format kohya
     """
-    if fmt not in ("kohya", "imagefolder"):
-        raise typer.BadParameter(f"{fmt!r}: use kohya or imagefolder", param_hint="--format")
+    if fmt not in ("kohya", "imagefolder", "edit-pairs"):
+        raise typer.BadParameter(
+            f"{fmt!r}: use kohya, imagefolder or edit-pairs", param_hint="--format"
+        )
+    if fmt == "edit-pairs":
+        _export_edit_pairs(ctx, ref, out_dir, overwrite=overwrite, as_json=as_json)
+        return
     with open_workspace(ctx) as ws:
         try:
             version = resolve(ws.db, ref)
@@ -211,6 +220,29 @@ def export(
     out.print(
         f"exported {version.ref} ({result.count} images, {result.reencoded} re-encoded as PNG) "
         f"to {result.image_folder}",
+        highlight=False,
+    )
+
+
+def _export_edit_pairs(
+    ctx: typer.Context, ref: str, out_dir: Path, *, overwrite: bool, as_json: bool
+) -> None:
+    from likeness.evaluate.edit_pairs import export_edit_pairs
+
+    with open_workspace(ctx) as ws:
+        try:
+            version = resolve(ws.db, ref)
+            result = export_edit_pairs(ws, version, out_dir, overwrite=overwrite)
+        except (DatasetError, ExportError) as exc:
+            fail(str(exc))
+    data = {"ref": version.ref, "format": "edit-pairs", **result.to_dict()}
+    if as_json:
+        print_json(data)
+        return
+    out.print(
+        f"exported {data['count']} edit pairs of {version.ref} ({data['corrections']} "
+        f"corrections; {len(data['left_out'])} images left out) to {out_dir}; ai-toolkit "
+        f"datasets entry: {data['config']}",
         highlight=False,
     )
 

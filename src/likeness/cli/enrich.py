@@ -56,6 +56,7 @@ from likeness.evaluate.coverage import (
 from likeness.evaluate.edit_recipe import EditRecipe
 from likeness.evaluate.enrich import (
     EditOutcome,
+    corrections_plan,
     coverage_with_enrichments,
     open_plan,
     plan_for,
@@ -220,6 +221,13 @@ def plan_command(
     recipe: RecipeOption = None,
     per_source: PerSourceOption = PER_SOURCE,
     thin: ThinOption = THIN_BELOW,
+    corrections: Annotated[
+        bool,
+        typer.Option(
+            "--corrections",
+            help="Plan one fix per image rejected in review (its note and tags as instruction).",
+        ),
+    ] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing plan file.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
@@ -228,12 +236,25 @@ def plan_command(
     Each edit names its source photo, the asked cell and a default instruction such as "turn
     the head about 45 degrees toward the left side of the picture ...; keep the face
     identical ...". Edits already made with the edit recipe (when one is given or found) are
-    left out, so the next best source is asked instead.
+    left out, so the next best source is asked instead. With --corrections, the edits fix the
+    images rejected in review instead; kept fixes become correction pairs for
+    `likeness dataset export --format edit-pairs`.
 
     Example: likeness enrich plan --dataset mara@v2 -n 4 --out plan.toml
     """
     if out_file.exists() and not overwrite:
         fail(f"{out_file} exists; pass another file or --overwrite")
+    if corrections:
+        with open_workspace(ctx) as ws:
+            the_plan = corrections_plan(ws)
+        _write_plan(the_plan, out_file)
+        if as_json:
+            print_json({"selection": None, "out": str(out_file), "plan": the_plan.to_json(),
+                        "coverage": None})  # fmt: skip
+            return
+        _print_plan(the_plan)
+        _wrote(out_file, the_plan)
+        return
     with open_workspace(ctx) as ws:
         chosen = _choose(ws, dataset, origin)
         loaded = None
@@ -246,10 +267,7 @@ def plan_command(
             )
         the_plan = plan_for(ws, chosen, loaded, thin_below=thin, per_source=per_source)
         coverage, _ = coverage_with_enrichments(ws, chosen.shas, card_grid(), thin)
-    try:
-        out_file.write_text(the_plan.to_toml(), encoding="utf-8")
-    except OSError as exc:
-        fail(f"{out_file}: cannot be written ({exc.strerror or exc})")
+    _write_plan(the_plan, out_file)
     cov = {"selection": chosen.to_json(), **coverage.to_json()}
     if as_json:
         print_json(
@@ -263,9 +281,19 @@ def plan_command(
         return
     print_coverage(cov, title=f"coverage of {chosen.label}")
     _print_plan(the_plan)
+    _wrote(out_file, the_plan)
+
+
+def _write_plan(plan: Plan, path: Path) -> None:
+    try:
+        path.write_text(plan.to_toml(), encoding="utf-8")
+    except OSError as exc:
+        fail(f"{path}: cannot be written ({exc.strerror or exc})")
+
+
+def _wrote(path: Path, plan: Plan) -> None:
     err.print(
-        f"wrote {out_file} ({len(the_plan.edits)} edits): edit it, then "
-        f"`likeness enrich --plan {out_file}`",
+        f"wrote {path} ({len(plan.edits)} edits): edit it, then `likeness enrich --plan {path}`",
         highlight=False,
     )
 
@@ -372,4 +400,4 @@ def _print_plan(plan: Plan) -> None:
         table.add_row(str(i), e.cell, e.source[:12], e.instruction)
     out.print(table)
     if plan.unfilled:
-        err.print(f"no usable source left for: {', '.join(plan.unfilled)}", highlight=False)
+        err.print(f"not planned: {', '.join(plan.unfilled)}", highlight=False)

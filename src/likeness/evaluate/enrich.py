@@ -50,7 +50,7 @@ from likeness.evaluate.coverage import (
     score_chosen,
 )
 from likeness.evaluate.edit_recipe import EditRecipe
-from likeness.evaluate.enrich_plan import Plan, PlanEdit, auto_plan
+from likeness.evaluate.enrich_plan import Plan, PlanEdit, auto_plan, fix_instruction
 from likeness.jobs import start_job
 from likeness.store.db import transaction
 
@@ -462,4 +462,36 @@ def plan_for(
         per_source=per_source,
         selection=chosen.label,
         tried=tried if recipe is not None else None,
+    )
+
+
+def corrections_plan(ws: Workspace) -> Plan:
+    """One fix per image rejected in review whose note or tags say what to change: the
+    rejected image is the source, the instruction comes from :func:`fix_instruction`, and
+    neither angle nor expression is asked (only identity and novelty are judged; edit the
+    plan to ask for a cell). Kept fixes become `correction` edit pairs."""
+    from likeness.review.decisions import reviews_with
+
+    edits = []
+    unfilled = []
+    for review in reviews_with(ws.db, "rejected"):
+        instruction = fix_instruction(review.note, review.tags)
+        if instruction is None:
+            unfilled.append(f"{review.image_sha[:12]} (no note, no fixable tag)")
+            continue
+        what = ", ".join(review.tags) or "no tags"
+        edits.append(
+            PlanEdit(
+                source=review.image_sha,
+                angle=None,
+                expression=None,
+                instruction=instruction,
+                note=f"rejected in review by {review.reviewer} ({what})",
+            )
+        )
+    return Plan(
+        edits=tuple(edits),
+        selection="review corrections",
+        origin="corrections",
+        unfilled=tuple(unfilled),
     )

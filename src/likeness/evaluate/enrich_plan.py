@@ -68,6 +68,16 @@ EXPRESSION_INSTRUCTIONS = {
 KEEP_IDENTITY = (
     "keep the face identical: the same person, features, hair, clothes, light and background"
 )
+FIX_INSTRUCTIONS = {
+    "plastic_skin": "restore natural skin texture with visible pores, unretouched",
+    "grain": "remove the grain and noise, keep the fine detail",
+    "blurry": "make the image sharp and in focus",
+    "artifacts": "remove the artifacts and distortions",
+    "bad_hands": "fix the hands: natural hands with five fingers each",
+    "bad_body": "fix the body: natural proportions and anatomy",
+}
+"""Instructions for the review tags an edit can fix; `wrong_identity`, `wrong_angle` and
+`wrong_expression` have none (the reviewer's note has to say what the image should show)."""
 _SHA = re.compile(r"^[0-9a-f]{6,64}$")
 PLAN_KEYS = ("schema", "selection", "thin_below", "per_source", "edits")
 EDIT_KEYS = ("source", "angle", "expression", "instruction", "note")
@@ -95,6 +105,22 @@ def default_instruction(
         parts.append(ANGLE_INSTRUCTIONS[angle])
     if expression and expression != from_expression and expression in EXPRESSION_INSTRUCTIONS:
         parts.append(EXPRESSION_INSTRUCTIONS[expression])
+    return "; ".join([*parts, KEEP_IDENTITY])
+
+
+def fix_instruction(note: str | None, tags: Sequence[str]) -> str | None:
+    """The instruction fixing an image a reviewer rejected: the note, then what its tags ask
+    for (:data:`FIX_INSTRUCTIONS`), then :data:`KEEP_IDENTITY`; None when neither says what
+    to change.
+
+    Example:
+        >>> fix_instruction(None, ["grain"]).split(";")[0]
+        'remove the grain and noise, keep the fine detail'
+    """
+    parts = [" ".join(note.split())] if note and note.strip() else []
+    parts += [FIX_INSTRUCTIONS[t] for t in tags if t in FIX_INSTRUCTIONS]
+    if not parts:
+        return None
     return "; ".join([*parts, KEEP_IDENTITY])
 
 
@@ -133,7 +159,8 @@ class Plan:
     origin: str = "auto"
     """`auto`, or the plan file it was read from."""
     unfilled: tuple[str, ...] = field(default=())
-    """Cells that asked for edits no usable source could give (auto plans)."""
+    """What asked for an edit the plan could not give: cells no usable source was left for
+    (automatic plans), rejected images without a note or fixable tag (corrections)."""
 
     def plan_hash(self) -> str:
         """Hash of what the plan asks for (edits in order), not of where it came from."""
@@ -191,8 +218,8 @@ class Plan:
             lines.append(f"thin_below = {self.thin_below}")
         if self.per_source is not None:
             lines.append(f"per_source = {self.per_source}")
-        for cell in self.unfilled:
-            lines.append(f"# no usable source left for {cell}")
+        for what in self.unfilled:
+            lines.append(f"# not planned: {what}")
         for edit in self.edits:
             lines += ["", "[[edits]]"]
             lines.append(f"source = {_q(edit.source)}")
