@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from likeness.store.images import list_images
 from .conftest import screenshot
 from .edit_engine import EditPhotoEngine
 from .photo_engine import photo_png
+from .test_sweep_tiny import count
 
 runner = CliRunner()
 ENRICH_APP = Path(__file__).with_name("enrich_app.py")
@@ -197,16 +197,6 @@ def test_a_real_edit_model_runs_and_its_noise_is_rejected(face_ws, tmp_path):
     assert prov["edit"]["model"]["pipeline"] == "StableDiffusionInstructPix2PixPipeline"
     assert prov["edit"]["input_size"][0] <= 64 and row[1] == "5"
     assert face_ws.blobs.exists(edit["result_sha"])
-
-
-def count(db: Path, sql: str) -> int:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
-    try:
-        return conn.execute(sql).fetchone()[0]
-    except sqlite3.OperationalError:  # tables not created yet
-        return 0
-    finally:
-        conn.close()
 
 
 @pytest.mark.slow

@@ -11,12 +11,12 @@ is the edit's source image, the target the kept edit, the caption its instructio
 - a pair whose target a reviewer rejected is left out: a person overruled the automatic
   verdict, and the pair would teach the model that mistake.
 
-Layout written, the paired dataset ai-toolkit reads (ostris/ai-toolkit at 27a03a9:
-`toolkit/dataloader_mixins.py`, `ControlFileItemDTOMixin`, matches a control image to a target
-by file name without extension in each `control_path` folder, extensions .jpg .jpeg .png
-.webp; `get_caption_item` reads `<target stem>.txt`; `config/examples/
-train_lora_qwen_image_edit_2509_32gb.yaml` and `train_lora_flux_kontext_24gb.yaml` show
-`folder_path`, `control_path` and `caption_ext`)::
+Layout written, the paired dataset ai-toolkit reads (ostris/ai-toolkit at 27a03a9):
+`toolkit/dataloader_mixins.py` `ControlFileItemDTOMixin` matches a control image to a target
+by file name without extension in each `control_path` folder (.jpg .jpeg .png .webp), and
+`CaptionProcessingDTOMixin.load_caption` reads the target's path with its extension replaced
+by `caption_ext`; `config/examples/train_lora_qwen_image_edit_2509_32gb.yaml` and
+`train_lora_flux_kontext_24gb.yaml` show `folder_path`, `control_path` and `caption_ext`::
 
     OUT/target/0001_<sha12>.png   the kept edit (or .jpg/.webp as stored)
     OUT/target/0001_<sha12>.txt   its instruction, one line
