@@ -290,3 +290,15 @@ def test_default_instructions_only_ask_for_what_changes():
     assert by_keywords(default_instruction("profile_right", "smiling", "front", "smiling")) == (
         "obama.jpg"
     )
+
+
+def test_a_source_whose_file_is_gone_fails_its_edit_only(face_ws, scorer):
+    lost = Ingester(face_ws, origin="synthetic").ingest_file(FACES / "obama2.jpg").sha256
+    face_ws.blobs.path(lost).unlink()
+    obama = source_shas(face_ws)["obama.jpg"]
+    result, engine = run(
+        face_ws, scorer, [asked(lost, "front", "smiling"), asked(obama, "half_right", "smiling")]
+    )
+    gone, turned = result.outcomes
+    assert gone.verdict == "failed" and gone.reasons[0].startswith("source: ")
+    assert turned.verdict == "kept" and len(engine.calls) == 1

@@ -290,10 +290,13 @@ def _make(
     # a. The edit.
     try:
         source = _source_image(ws, edit.source, recipe.max_side)
+    except Exception as exc:  # a blob gone missing or unreadable fails this edit only
+        return _record(ws, index, edit, _replace(row, reasons=(f"source: {_line(exc)}",)))
+    try:
         made = engine.edit(source, edit.instruction)
     except (EngineCannotHonour, NotImplementedError):
         raise  # about the recipe or the engine, not this edit: stop the run
-    except Exception as exc:  # a bad source or an engine failure fails this edit only
+    except Exception as exc:  # an engine failure (out of memory, a server error) fails this edit
         return _record(ws, index, edit, _replace(row, reasons=(f"engine: {_line(exc)}",)))
     # b. Stored as a blob (kept or not: the report shows rejected edits too), then scored.
     result_sha = ws.blobs.put_bytes(made.png)
