@@ -110,7 +110,9 @@ def test_the_plan_respects_the_budget_and_skips_unusable_or_tried_sources():
     assert [e.source for e in plan.edits] == ["ok", "ok", "blurry", "blurry"]
     assert [(e.angle, e.expression) for e in plan.edits] == list(GRID.cells[1:5])
     # front/neutral: every usable source is already there; the rest: the budget is spent.
-    assert plan.unfilled == tuple(f"{a}/{x}" for a, x in (GRID.cells[0], *GRID.cells[5:]))
+    assert plan.unfilled == tuple(
+        f"{a}/{x} (0 of 1 edits)" for a, x in (GRID.cells[0], *GRID.cells[5:])
+    )
 
     def tried(edit: PlanEdit) -> bool:
         return edit.source == "ok" and edit.angle == "front"

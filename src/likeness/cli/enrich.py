@@ -8,7 +8,7 @@ likeness enrich plan --out plan.toml [--dataset NAME@vN | --origin source] [-n] 
 
     {"job": 7, "resumed": false,
      "plan": {"origin": "auto" | "plan.toml", "selection": "origin source", "thin_below": 3,
-              "per_source": 5, "unfilled": ["profile_left/sad"]},
+              "per_source": 5, "unfilled": ["profile_left/sad (0 of 3 edits)"]},
      "recipe": {"engine": "diffusers", "model": "...", "steps": 30, "seed": 0,
                 "max_side": 1024, "loras": []}, "recipe_hash": "...",
      "edits_planned": 12, "kept": 5, "rejected": 6, "failed": 1, "made": 12,
@@ -357,8 +357,8 @@ def _choose(ws: Workspace, dataset: str | None, origin: list[str] | None) -> Ima
 def _nothing_to_do(plan: Plan) -> str:
     if plan.unfilled:
         return (
-            "nothing to edit: no usable source photo is left for "
-            f"{', '.join(plan.unfilled)} (raise -n, add source photos, or change the recipe)"
+            f"nothing to edit: no usable source photo is left for {', '.join(plan.unfilled)} "
+            "(raise -n, add source photos, or change the edit recipe)"
         )
     return "nothing to edit: every cell of the grid has enough images"
 
@@ -400,4 +400,7 @@ def _print_plan(plan: Plan) -> None:
         table.add_row(str(i), e.cell, e.source[:12], e.instruction)
     out.print(table)
     if plan.unfilled:
-        err.print(f"not planned: {', '.join(plan.unfilled)}", highlight=False)
+        err.print(
+            f"short of edits (raise -n or add source photos): {', '.join(plan.unfilled)}",
+            highlight=False,
+        )

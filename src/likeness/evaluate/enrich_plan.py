@@ -159,8 +159,10 @@ class Plan:
     origin: str = "auto"
     """`auto`, or the plan file it was read from."""
     unfilled: tuple[str, ...] = field(default=())
-    """What asked for an edit the plan could not give: cells no usable source was left for
-    (automatic plans), rejected images without a note or fixable tag (corrections)."""
+    """What asked for edits the plan could not give: cells with fewer edits planned than they
+    lack, for want of usable sources or of -n budget (automatic plans, e.g.
+    "profile_left/sad (0 of 3 edits)"); rejected images without a note or a fixable tag
+    (corrections)."""
 
     def plan_hash(self) -> str:
         """Hash of what the plan asks for (edits in order), not of where it came from."""
@@ -219,7 +221,7 @@ class Plan:
         if self.per_source is not None:
             lines.append(f"per_source = {self.per_source}")
         for what in self.unfilled:
-            lines.append(f"# not planned: {what}")
+            lines.append(f"# short: {what}")
         for edit in self.edits:
             lines += ["", "[[edits]]"]
             lines.append(f"source = {_q(edit.source)}")
@@ -285,21 +287,24 @@ def auto_plan(
     used: Counter[str] = Counter()
     taken: set[tuple[str, str, str]] = set()
     edits: list[PlanEdit] = []
-    unfilled: list[str] = []
+    planned: Counter[tuple[str, str]] = Counter()
     for round_ in range(coverage.thin_below):
         for cell in order:
             if need[(cell.angle, cell.expression)] <= round_:
                 continue
-            best = _best_source(cell, sources, used, taken, per_source, tried)
-            if best is None:
-                label = f"{cell.angle}/{cell.expression}"
-                if label not in unfilled:
-                    unfilled.append(label)
+            edit = _best_source(cell, sources, used, taken, per_source, tried)
+            if edit is None:
                 continue
-            edit = best
             used[edit.source] += 1
             taken.add((edit.source, cell.angle, cell.expression))
+            planned[(cell.angle, cell.expression)] += 1
             edits.append(edit)
+    unfilled = [
+        f"{c.angle}/{c.expression} ({planned[(c.angle, c.expression)]} of "
+        f"{need[(c.angle, c.expression)]} edits)"
+        for c in order
+        if planned[(c.angle, c.expression)] < need[(c.angle, c.expression)]
+    ]
     return Plan(
         edits=tuple(edits),
         selection=selection,
