@@ -109,19 +109,7 @@ def a1111_parameters(provenance: dict[str, Any]) -> str:
     upscale = recipe.get("upscale") or {}
     if upscale.get("enabled"):
         fields.append(("Upscale", f"{upscale['factor']}x"))
-    loras = provenance.get("loras") or []
-    if loras:
-        fields.append(
-            ("Lora weights", ", ".join(f"{_stem(x['name'])}: {x['strength']}" for x in loras))
-        )
-        hashed = [x for x in loras if x.get("sha256")]
-        if hashed:
-            fields.append(
-                (
-                    "Lora hashes",
-                    ", ".join(f"{_stem(x['name'])}: {x['sha256'][:12]}" for x in hashed),
-                )
-            )
+    fields += _lora_fields(provenance.get("loras") or [])
     engine = provenance.get("engine") or {}
     fields.append(("Engine", f"{engine.get('name', '')} {engine.get('version', '')}".strip()))
     fields.append(("Version", f"likeness {provenance.get('likeness_version', '')}".strip()))
@@ -138,11 +126,27 @@ def _edit_parameters(provenance: dict[str, Any]) -> str:
         ("Size", f"{provenance.get('width')}x{provenance.get('height')}"),
         ("Model", PurePath(model.get("name", "")).stem),
         ("Edit pipeline", model.get("pipeline", "")),
+        *_lora_fields(provenance.get("loras") or []),
         ("Engine", f"{engine.get('name', '')} {engine.get('version', '')}".strip()),
         ("Version", f"likeness {provenance.get('likeness_version', '')}".strip()),
     ]
     line = ", ".join(f"{k}: {_quote(v)}" for k, v in fields)
     return f"{provenance.get('prompt', '')}\n{line}"
+
+
+def _lora_fields(loras: list[dict[str, Any]]) -> list[tuple[str, Any]]:
+    """A1111's `Lora weights` and `Lora hashes` fields (none without LoRAs)."""
+    if not loras:
+        return []
+    fields: list[tuple[str, Any]] = [
+        ("Lora weights", ", ".join(f"{_stem(x['name'])}: {x['strength']}" for x in loras))
+    ]
+    hashed = [x for x in loras if x.get("sha256")]
+    if hashed:
+        fields.append(
+            ("Lora hashes", ", ".join(f"{_stem(x['name'])}: {x['sha256'][:12]}" for x in hashed))
+        )
+    return fields
 
 
 def parse_parameters(text: str) -> tuple[str, str, dict[str, str]]:

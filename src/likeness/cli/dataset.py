@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -13,6 +14,7 @@ from likeness.curate.captions import CaptionError
 from likeness.curate.datasets import create_dataset_version
 from likeness.curate.export import ExportError, export_version
 from likeness.curate.selection import Selection
+from likeness.evaluate.coverage import THIN_BELOW, CoverageError
 from likeness.store.datasets import DatasetError, diff_versions, list_versions, resolve
 from likeness.store.images import ORIGINS
 
@@ -182,7 +184,8 @@ def export(
         str,
         typer.Option(
             "--format",
-            help="kohya (<repeats>_<trigger> <class>/ + .txt) or imagefolder (metadata.jsonl).",
+            help="kohya (<repeats>_<trigger> <class>/ + .txt), imagefolder (metadata.jsonl) "
+            "or edit-pairs (target/ + control/ + .txt instructions, for edit-model LoRAs).",
         ),
     ] = "kohya",
     repeats: Annotated[
@@ -193,10 +196,18 @@ def export(
 ) -> None:
     """Write a version where a LoRA trainer reads it.
 
+    edit-pairs writes the version's kept edits as (control, target, instruction) in the
+    layout ai-toolkit's Qwen-Image-Edit and FLUX Kontext LoRA training reads (docs/enrich.md).
+
     Example: likeness dataset export mara@v2 ./train/mara --format kohya
     """
-    if fmt not in ("kohya", "imagefolder"):
-        raise typer.BadParameter(f"{fmt!r}: use kohya or imagefolder", param_hint="--format")
+    if fmt not in ("kohya", "imagefolder", "edit-pairs"):
+        raise typer.BadParameter(
+            f"{fmt!r}: use kohya, imagefolder or edit-pairs", param_hint="--format"
+        )
+    if fmt == "edit-pairs":
+        _export_edit_pairs(ctx, ref, out_dir, overwrite=overwrite, as_json=as_json)
+        return
     with open_workspace(ctx) as ws:
         try:
             version = resolve(ws.db, ref)
@@ -211,3 +222,93 @@ def export(
         f"to {result.image_folder}",
         highlight=False,
     )
+
+
+def _export_edit_pairs(
+    ctx: typer.Context, ref: str, out_dir: Path, *, overwrite: bool, as_json: bool
+) -> None:
+    from likeness.evaluate.edit_pairs import export_edit_pairs
+
+    with open_workspace(ctx) as ws:
+        try:
+            version = resolve(ws.db, ref)
+            result = export_edit_pairs(ws, version, out_dir, overwrite=overwrite)
+        except (DatasetError, ExportError) as exc:
+            fail(str(exc))
+    data = {"ref": version.ref, "format": "edit-pairs", **result.to_dict()}
+    if as_json:
+        print_json(data)
+        return
+    out.print(
+        f"exported {data['count']} edit pairs of {version.ref} ({data['corrections']} "
+        f"corrections; {len(data['left_out'])} images left out) to {out_dir}; ai-toolkit "
+        f"datasets entry: {data['config']}",
+        highlight=False,
+    )
+
+
+@app.command("coverage")
+def coverage(
+    ctx: typer.Context,
+    ref: Annotated[
+        str | None, typer.Argument(help="NAME or NAME@vN (default: the images of --origin).")
+    ] = None,
+    origin: Annotated[
+        list[str] | None,
+        typer.Option(help=f"Count the images of this origin ({', '.join(ORIGINS)}); repeatable."),
+    ] = None,
+    thin: Annotated[
+        int,
+        typer.Option(
+            "--thin", min=1, help=f"A cell with fewer images is thin (default {THIN_BELOW})."
+        ),
+    ] = THIN_BELOW,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+) -> None:
+    """Count images into the model card's angle x expression grid; mark empty and thin cells.
+
+    Each image lands in the cell of its measured head-angle bucket and expression (analyses
+    come from the workspace cache; new images are analysed once). No face, or an expression the
+    card does not ask for, counts off the grid. With neither NAME nor --origin: every image.
+
+    Example: likeness dataset coverage mara@v2
+    """
+    from likeness.evaluate.coverage import card_grid, choose_images, count_coverage, score_chosen
+
+    with open_workspace(ctx) as ws:
+        try:
+            chosen = choose_images(ws, dataset=ref, origins=origin or ())
+            counted = count_coverage(score_chosen(ws, chosen.shas), card_grid(), thin)
+        except CoverageError as exc:
+            fail(str(exc))
+    data = {"selection": chosen.to_json(), **counted.to_json()}
+    if as_json:
+        print_json(data)
+        return
+    print_coverage(data, title=f"coverage of {chosen.label}")
+
+
+def print_coverage(data: Mapping[str, Any], *, title: str) -> None:
+    """The grid as a table: angles down, expressions across; empty cells red, thin amber."""
+    counts = {(c["angle"], c["expression"]): c for c in data["cells"]}
+    table = Table(title=f"{title}: {data['counted']} of {data['images']} images on the grid")
+    table.add_column("angle")
+    for expression in data["expressions"]:
+        table.add_column(expression, justify="right")
+    for angle in data["angles"]:
+        row = [angle]
+        for expression in data["expressions"]:
+            cell = counts.get((angle, expression))
+            if cell is None:
+                row.append("[dim]-[/dim]")
+            elif cell["state"] == "empty":
+                row.append("[red]0 empty[/red]")
+            elif cell["state"] == "thin":
+                row.append(f"[yellow]{cell['count']} thin[/yellow]")
+            else:
+                row.append(str(cell["count"]))
+        table.add_row(*row)
+    out.print(table)
+    summary = f"{data['empty']} empty, {data['thin']} thin (fewer than {data['thin_below']})"
+    off = ", ".join(f"{n} {reason}" for reason, n in sorted(data["off_grid"].items()))
+    out.print(summary + (f"; off the grid: {off}" if off else ""), highlight=False)

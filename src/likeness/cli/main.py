@@ -15,6 +15,7 @@ from likeness.cli import (
     comfy,
     dataset,
     demo,
+    enrich,
     generate,
     init,
     jobs,
@@ -78,6 +79,7 @@ app.add_typer(review.app, name="review")
 app.command("sweep")(sweep.sweep)
 app.add_typer(card.app, name="card")
 app.command("loop")(loop.loop)
+app.add_typer(enrich.app, name="enrich")
 
 
 def main() -> None:

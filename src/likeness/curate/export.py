@@ -86,7 +86,7 @@ def export_version(
         record = get_image(ws.db, item.image_sha)
         if record is None:
             raise ExportError(f"image {item.image_sha} of {version.ref} is missing from the store")
-        file_name, rewritten = _write_image(ws, record, image_dir)
+        file_name, rewritten = write_image(ws, record, image_dir)
         reencoded += rewritten
         if fmt == "kohya":
             (image_dir / Path(file_name).with_suffix(".txt")).write_text(
@@ -103,10 +103,13 @@ def export_version(
     return ExportResult(out, image_dir, len(version.items), reencoded)
 
 
-def _write_image(ws: Workspace, record: ImageRecord, folder: Path) -> tuple[str, bool]:
-    """Write one image, returning its file name and whether it had to be re-encoded."""
+def write_image(
+    ws: Workspace, record: ImageRecord, folder: Path, stem: str | None = None
+) -> tuple[str, bool]:
+    """Write one image as `<stem>.<ext>` (default stem: the first 16 hex of its sha256),
+    returning its file name and whether it had to be re-encoded."""
     data = ws.blobs.read(record.sha256)
-    stem = record.sha256[:16]
+    stem = stem or record.sha256[:16]
     suffix = _AS_IS.get(record.format)
     if suffix and record.mode in _SAFE_MODES and not _rotated(data):
         (folder / f"{stem}{suffix}").write_bytes(data)

@@ -2,7 +2,9 @@
 
 Supported pipelines: Qwen-Image-Edit (2509 "Plus" too), FLUX.1 Kontext and InstructPix2Pix
 (SD1.5 and SDXL). All are called the same way: the instruction as the prompt, the image, a step
-count and a seeded generator; everything else keeps the pipeline's own defaults. Example::
+count and a seeded generator; everything else keeps the pipeline's own defaults. LoRAs made for
+the edit model (community angle LoRAs for Qwen-Image-Edit-2509, say) load through the
+pipeline's own ``load_lora_weights`` at their strengths. Example::
 
     engine = DiffusersEngine(edit_model="~/models/qwen-image-edit-2509")
     edited = engine.edit(Image.open("front.png"), "turn the head to the left, same person")
@@ -19,6 +21,7 @@ from PIL import Image
 
 from likeness.engines.base import EngineCannotHonour
 from likeness.engines.diffusers.loading import pipeline_class_name, refuse_pickle_weights
+from likeness.recipes import LoraSpec
 
 EDIT_PIPELINES = (
     "QwenImageEditPipeline",
@@ -31,10 +34,15 @@ EDIT_PIPELINES = (
 
 @dataclass(frozen=True)
 class EditSettings:
-    """How edits run: sampling ``steps`` and the ``seed`` of the noise."""
+    """How edits run: sampling ``steps``, the ``seed`` of the noise and the edit model's
+    ``loras`` (files and strengths)."""
 
     steps: int = 30
     seed: int = 0
+    loras: tuple[LoraSpec, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "loras", tuple(self.loras))
 
 
 def check_edit_model(model: str, *, allow_pickle: bool = False) -> str:
@@ -93,3 +101,11 @@ def run_edit(
 
 def edit_model_info(model: str, class_name: str) -> dict[str, Any]:
     return {"name": PurePath(model).name, "path": model, "sha256": None, "pipeline": class_name}
+
+
+def edit_lora_info(loras: tuple[LoraSpec, ...], shas: list[str]) -> list[dict[str, Any]]:
+    """The provenance entries of the LoRAs an edit ran with, in order."""
+    return [
+        {"name": PurePath(lo.path).name, "path": lo.path, "strength": lo.strength, "sha256": sha}
+        for lo, sha in zip(loras, shas, strict=True)
+    ]

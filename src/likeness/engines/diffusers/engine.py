@@ -40,6 +40,7 @@ from likeness.engines.diffusers.device import (
 from likeness.engines.diffusers.edit import (
     EditSettings,
     check_edit_model,
+    edit_lora_info,
     edit_model_info,
     run_edit,
 )
@@ -167,9 +168,14 @@ class DiffusersEngine:
                 "Qwen-Image-Edit, FLUX Kontext or InstructPix2Pix>)"
             )
         class_name = check_edit_model(self._edit_model, allow_pickle=self.allow_pickle)
+        loras = self._edit_settings.loras
+        for index, spec in enumerate(loras):
+            check_lora(index, spec, allow_pickle=self.allow_pickle)
         pipe = self._edit_pipeline()
+        shas = self._loras.apply(pipe, loras)
         result, provenance = run_edit(pipe, image, instruction, self._edit_settings)
         provenance["model"] = edit_model_info(self._edit_model, class_name)
+        provenance["loras"] = edit_lora_info(loras, shas)
         provenance["engine"] = self._engine_info()
         provenance["likeness_version"] = _likeness_version()
         return GeneratedImage(
