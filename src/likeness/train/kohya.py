@@ -94,7 +94,14 @@ def peft_lora_layers(model: Any, adapter: str = "default") -> list[LoraLayerWeig
 
     layers = []
     for name, module in model.named_modules():
-        if not isinstance(module, LoraLayer) or adapter not in module.lora_A:
+        if not isinstance(module, LoraLayer):
+            continue
+        if adapter in getattr(module, "lora_embedding_A", {}):
+            raise ValueError(
+                f"{name}: an embedding LoRA has no kohya form that ComfyUI loads; "
+                "target linear and conv layers"
+            )
+        if adapter not in module.lora_A:
             continue
         if module.use_dora.get(adapter):
             raise ValueError(f"{name}: DoRA layers have no kohya LoRA form; train without use_dora")
