@@ -53,23 +53,18 @@ def list_(
     if not rows:
         out.print("no LoRAs yet: `likeness train`, or `likeness lora add FILE --dataset NAME@vN`")
         return
-    table = Table("id", "name", "family", "rank", "alpha", "steps", "dataset", "source",
-                  "sha256", "sweeps", "cards", "images")  # fmt: skip
+    table = Table("id", "name", "model", "steps", "dataset", "source", "sha256", "used")
     for row in rows:
         counts = _counts(uses[row.sha256])
         table.add_row(
             str(row.id),
             row.name,
-            row.family,
-            str(row.rank),
-            f"{row.alpha:g}",
+            f"{row.family} r{row.rank} a{row.alpha:g}",
             "-" if row.steps is None else str(row.steps),
             row.dataset or "-",
             row.source,
-            row.sha256[:12],
-            str(counts["sweeps"]),
-            str(counts["cards"]),
-            str(counts["generations"]),
+            row.sha256[:10],
+            f"{counts['sweeps']} sweeps, {counts['cards']} cards, {counts['generations']} images",
         )
     out.print(table)
 

@@ -15,6 +15,7 @@ on the same disk), by its absolute path. Example::
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from collections import Counter
@@ -289,8 +290,8 @@ def _safe(name: str) -> str:
 
 
 def _alpha(path: Path, header: dict[str, Any], metadata: dict[str, str], rank: int) -> float:
-    """The most common ``.alpha`` value; without any, the metadata's network alpha, else the
-    rank (a file without alpha scales by 1, as kohya and diffusers read it)."""
+    """The most common ``.alpha`` value; without any, diffusers' adapter metadata or kohya's
+    network alpha, else the rank (a file without alpha scales by 1, as readers take it)."""
     keys = [k for k in header if k.endswith(".alpha")]
     if keys:
         from safetensors import safe_open
@@ -298,12 +299,28 @@ def _alpha(path: Path, header: dict[str, Any], metadata: dict[str, str], rank: i
         with safe_open(str(path), framework="pt") as handle:
             values = [float(handle.get_tensor(k).float().item()) for k in keys]
         return Counter(values).most_common(1)[0][0]
+    adapter = _json(metadata.get("lora_adapter_metadata"))  # diffusers' save_lora_weights
+    alphas = [float(v) for k, v in adapter.items() if k.endswith("lora_alpha") and _is_number(v)]
+    if alphas:
+        return Counter(alphas).most_common(1)[0][0]
     network = metadata.get("ss_network_alpha")
     try:
         value = float(network) if network is not None else math.nan
     except ValueError:
         value = math.nan
     return value if math.isfinite(value) else float(rank)
+
+
+def _json(text: str | None) -> dict[str, Any]:
+    try:
+        data = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _int(text: str | None) -> int | None:
