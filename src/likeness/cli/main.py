@@ -20,11 +20,13 @@ from likeness.cli import (
     init,
     jobs,
     loop,
+    lora,
     recipe,
     refs,
     review,
     score,
     sweep,
+    train_export,
 )
 
 app = typer.Typer(
@@ -80,6 +82,12 @@ app.command("sweep")(sweep.sweep)
 app.add_typer(card.app, name="card")
 app.command("loop")(loop.loop)
 app.add_typer(enrich.app, name="enrich")
+app.add_typer(lora.app, name="lora")
+train_app = typer.Typer(
+    help="Train character LoRAs, or export the job for another trainer.", no_args_is_help=True
+)
+train_app.command("export-config")(train_export.export_config)
+app.add_typer(train_app, name="train")
 
 
 def main() -> None:

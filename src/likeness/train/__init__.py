@@ -1,0 +1,1 @@
+"""Training character LoRAs and writing them as files other tools load."""
