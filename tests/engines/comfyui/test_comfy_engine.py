@@ -112,8 +112,10 @@ def test_recipe_fields_refused_up_front(fake: FakeComfyUI, recipe: Recipe, tmp_p
     eng = engine(fake.url)
     ref = tmp_path / "ref.png"
     ref.write_bytes(b"x")
-    with pytest.raises(EngineCannotHonour, match="identity.kind: 'ipadapter_faceid' is not built"):
-        eng.check(recipe.with_overrides({"identity.enabled": True, "identity.kind": "ipadapter_faceid",
+    with pytest.raises(
+        EngineCannotHonour, match="identity.method: 'ipadapter_faceid' is not built"
+    ):
+        eng.check(recipe.with_overrides({"identity.enabled": True, "identity.method": "ipadapter_faceid",
                                          "identity.references": [str(ref)]}))  # fmt: skip
     with pytest.raises(EngineCannotHonour, match="identity.references: '/nope.png' is not a file"):
         eng.check(recipe.with_overrides({"identity.enabled": True, "identity.references": ["/nope.png"]}))  # fmt: skip

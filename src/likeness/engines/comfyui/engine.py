@@ -103,10 +103,10 @@ class CheckReport:
 def recipe_refusals(recipe: Recipe) -> None:
     """Raise for recipe fields this engine cannot honour, before talking to any server."""
     recipe.require_model()
-    if recipe.identity.enabled and recipe.identity.kind != "instantid":
+    if recipe.identity.enabled and recipe.identity.method != "instantid":
         raise EngineCannotHonour(
-            "identity.kind",
-            recipe.identity.kind,
+            "identity.method",
+            recipe.identity.method,
             "is not built for the comfyui engine; use 'instantid' (cubiq's ComfyUI_InstantID)",
         )
     for ref in recipe.identity.references if recipe.identity.enabled else ():

@@ -236,8 +236,8 @@ def _identity(
     options: GraphOptions,
     flux: bool,
 ) -> Link:
-    if recipe.identity.kind != "instantid":
-        raise ValueError(f"identity.kind: {recipe.identity.kind!r} has no ComfyUI graph here")
+    if recipe.identity.method != "instantid":
+        raise ValueError(f"identity.method: {recipe.identity.method!r} has no ComfyUI graph here")
     if not references:
         raise ValueError("references: upload the identity reference images first")
     base_model, base_clip = b.out("checkpoint", 0), b.out("checkpoint", 1)

@@ -140,7 +140,7 @@ class DiffusersEngine:
             raise EngineCannotHonour(
                 "identity.enabled",
                 True,
-                f"({recipe.identity.kind}) is not available in the diffusers engine; "
+                f"({recipe.identity.method}) is not available in the diffusers engine; "
                 "run it on ComfyUI (--engine comfyui) or set identity.enabled = false",
             )
 
