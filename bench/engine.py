@@ -17,6 +17,7 @@ tiny InsightFace ONNX models), interleaved in the same run:
     records provenance.
 
 Run: .venv/bin/python bench/engine.py [--rounds 7] [--size 256] [--steps 12] [--images 2]
+     [--identity-only]
 """
 
 from __future__ import annotations
@@ -37,7 +38,11 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--images", type=int, default=2, help="images per call (one batch)")
+    parser.add_argument("--identity-only", action="store_true", help="time the identity pass only")
     args = parser.parse_args()
+    if args.identity_only:
+        bench_identity(args)
+        return
 
     import torch
     from diffusers import DPMSolverMultistepScheduler, StableDiffusionXLPipeline
