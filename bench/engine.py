@@ -8,7 +8,16 @@ Builds a tiny random-weight SDXL pipeline (offline), then times, interleaved in 
     encodes the PNG with its metadata chunks.
 Prints the median wall time per image of each and the ratio (target: at most 1.05).
 
+Then the identity pass (IP-Adapter FaceID on the whole image, tiny random-weight adapter and
+tiny InsightFace ONNX models), interleaved in the same run:
+  - baseline: the img2img view of the same model with the same adapter loaded once through
+    `load_ip_adapter`, called with `ip_adapter_image_embeds`, the same steps and strength;
+  - candidate: the engine's identity pass on the same image (its `identity_s` timing), which
+    also swaps the adapter in and out, switches LoRAs, reads the cached reference embedding and
+    records provenance.
+
 Run: .venv/bin/python bench/engine.py [--rounds 7] [--size 256] [--steps 12] [--images 2]
+     [--identity-only]
 """
 
 from __future__ import annotations
@@ -29,7 +38,11 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--images", type=int, default=2, help="images per call (one batch)")
+    parser.add_argument("--identity-only", action="store_true", help="time the identity pass only")
     args = parser.parse_args()
+    if args.identity_only:
+        bench_identity(args)
+        return
 
     import torch
     from diffusers import DPMSolverMultistepScheduler, StableDiffusionXLPipeline
@@ -106,6 +119,109 @@ def main() -> None:
     print(f"DiffusersEngine.generate: {cand * 1000:7.1f} ms/image")
     ratio = cand / base
     print(f"engine/bare: {ratio:.3f}x (target <= 1.05: {'ok' if ratio <= 1.05 else 'over'})")
+    bench_identity(args)
+
+
+def bench_identity(args: argparse.Namespace) -> None:
+    """The identity pass against a bare diffusers IP-Adapter img2img call."""
+    import numpy as np
+    import torch
+    from diffusers import AutoPipelineForImage2Image, StableDiffusionXLPipeline
+    from PIL import Image
+
+    from likeness.data import FACES
+    from likeness.engines.diffusers import DiffusersEngine
+    from likeness.engines.diffusers.loading import quiet_loading
+    from likeness.engines.diffusers.passes import denoise_schedule
+    from likeness.engines.diffusers.tiny import save_tiny_pipeline
+    from likeness.engines.diffusers.tiny_identity import faceid_state
+    from likeness.faces.tiny_insightface import save_tiny_insightface
+    from likeness.recipes import Recipe
+
+    steps, denoise = args.steps, 0.5
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = save_tiny_pipeline("sdxl", Path(tmp) / "tiny-sdxl")
+        with quiet_loading():
+            bare = StableDiffusionXLPipeline.from_pretrained(str(folder))
+        bare.set_progress_bar_config(disable=True)
+        adapter = Path(tmp) / "ip-adapter-faceid_tiny.safetensors"
+        from safetensors.torch import save_file
+
+        from likeness.engines.diffusers.adapters import flatten
+
+        save_file(flatten(faceid_state(bare.unet)), str(adapter))
+        insightface = save_tiny_insightface(Path(tmp) / "buffalo_tiny")
+        recipe = Recipe(
+            model=str(folder),
+            prompt="a photo of a person, studio light",
+            negative="blurry",
+            width=args.size,
+            height=args.size,
+            steps=2,
+            cfg=4.0,
+            seed=1,
+            sampler="euler",
+            scheduler="normal",
+        ).with_overrides(
+            {
+                "refiner.enabled": False,
+                "identity.enabled": True,
+                "identity.method": "ipadapter_faceid",
+                "identity.region": "image",
+                "identity.steps": steps,
+                "identity.denoise": denoise,
+                "identity.references": [str(FACES / "obama.jpg")],
+                "identity.adapter": str(adapter),
+                "identity.insightface": str(insightface),
+            }
+        )
+        engine = DiffusersEngine()
+        image = Image.new("RGB", (args.size, args.size), (128, 110, 100))
+        bare.load_ip_adapter(
+            str(adapter.parent), subfolder="", weight_name=adapter.name, image_encoder_folder=None
+        )
+        bare.set_ip_adapter_scale(recipe.identity.weight)
+        img2img = AutoPipelineForImage2Image.from_pipe(bare)
+        img2img.set_progress_bar_config(disable=True)
+        embeds = torch.stack([torch.zeros(1, 512), torch.randn(1, 512)])
+        total, strength = denoise_schedule(steps, denoise)
+
+        def run_bare() -> float:
+            start = time.perf_counter()
+            img2img(
+                prompt=recipe.prompt,
+                negative_prompt=recipe.negative,
+                image=image,
+                strength=strength,
+                num_inference_steps=total,
+                guidance_scale=recipe.cfg,
+                generator=torch.Generator("cpu").manual_seed(1),
+                ip_adapter_image_embeds=[embeds],
+                output_type="pil",
+            )
+            return time.perf_counter() - start
+
+        def run_engine() -> float:
+            (out,) = engine.generate(recipe, 1)
+            return out.provenance["timings"]["identity_s"]
+
+        run_engine()  # warm up: loads the model, embeds the reference, loads the adapter
+        scheduler = engine.pipeline(recipe).scheduler  # the recipe's euler, same config
+        img2img.scheduler = scheduler.__class__.from_config(scheduler.config)
+        run_bare()
+        bare_times, engine_times = [], []
+        for round_index in range(args.rounds):
+            order = [(run_bare, bare_times), (run_engine, engine_times)]
+            if round_index % 2:
+                order.reverse()
+            for fn, times in order:
+                times.append(fn())
+    base, cand = float(np.median(bare_times)), float(np.median(engine_times))
+    print(f"identity pass, FaceID on the whole image, {steps} steps at denoise {denoise}:")
+    print(f"bare diffusers IP-Adapter img2img: {base * 1000:8.1f} ms/image")
+    print(f"engine identity pass:              {cand * 1000:8.1f} ms/image")
+    ratio = cand / base
+    print(f"identity/bare: {ratio:.3f}x (target <= 1.05: {'ok' if ratio <= 1.05 else 'over'})")
 
 
 if __name__ == "__main__":

@@ -80,7 +80,11 @@ def test_partial_toml_takes_defaults_and_accepts_lora_name():
         ("[[loras]]\nstrength = 0.5", "loras.0.path", "missing"),
         ("[[loras]]\npath = 'a'\nstrenght = 1", "loras.0.strenght", "did you mean 'strength'"),
         ("[identity]\nenabled = true", "identity.references", "reference face images"),
-        ('[identity]\nkind = "faceid"', "identity.kind", "instantid"),
+        ('[identity]\nmethod = "faceid"', "identity.method", "instantid"),
+        ('[identity]\nkind = "faceid"', "identity.method", "instantid"),
+        ('[identity]\nregion = "body"', "identity.region", "face, image"),
+        ("[identity]\ndenoise = 0", "identity.denoise", "(0.0, 1.0]"),
+        ("[identity]\nguide_size = 100", "identity.guide_size", "multiple of 8"),
         ("[detailer]\nguide_size = 500", "detailer.guide_size", "multiple of 8"),
         ("seed = -2", "seed", "-1 (random)"),
         ("width = ", "recipe", "not valid TOML"),
@@ -265,3 +269,15 @@ def test_recipe_set_on_an_unreadable_file_is_one_line(tmp_path: Path):
     result = CliRunner().invoke(recipe_cli.app, ["set", str(binary), "cfg=5"])
     assert result.exit_code == 2 and "is not UTF-8 text" in result.output
     assert binary.read_bytes() == b"\xff\xfe\x00bad"
+
+
+def test_identity_method_is_read_from_the_older_kind_field():
+    old = Recipe.from_toml('[identity]\nkind = "ipadapter_faceid"\nweight = 0.6')
+    assert old.identity.method == "ipadapter_faceid" and old.identity.weight == 0.6
+    assert "kind" not in old.to_dict()["identity"]
+    assert Recipe.from_toml(old.to_toml()) == old
+    assert Recipe().with_overrides({"identity.kind": "ipadapter_faceid"}) == Recipe(
+        identity=old.identity.__class__(method="ipadapter_faceid")
+    )
+    defaults = Recipe().identity
+    assert (defaults.method, defaults.region, defaults.denoise) == ("instantid", "face", 0.4)

@@ -173,8 +173,6 @@ def export_comfy(
     if loaded.seed == -1:
         loaded = resolve_seed(loaded)
         err.print(f"seed -1: using seed {loaded.seed}", highlight=False)
-    if loaded.identity.enabled and loaded.identity.kind != "instantid":
-        fail(f"identity.kind: {loaded.identity.kind!r} has no ComfyUI graph; use 'instantid'")
     references = (
         [Path(r).name for r in loaded.identity.references] if loaded.identity.enabled else []
     )

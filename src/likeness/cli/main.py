@@ -21,6 +21,7 @@ from likeness.cli import (
     jobs,
     loop,
     lora,
+    models,
     recipe,
     refs,
     review,
@@ -77,6 +78,7 @@ app.add_typer(comfy.app, name="comfy")
 recipe.app.command("export-comfy")(comfy.export_comfy)
 app.add_typer(recipe.app, name="recipe")
 app.add_typer(refs.app, name="refs")
+app.add_typer(models.app, name="models")
 app.add_typer(review.app, name="review")
 app.command("sweep")(sweep.sweep)
 app.add_typer(card.app, name="card")

@@ -5,7 +5,7 @@
 - ``show``: the full recipe as a dict (every field, defaults filled in) plus
   ``{"prompt_sent": "...", "recipe_hash": "..."}``;
 - ``validate``: ``{"recipe": "elena.toml", "ok": true, "field": null, "error": null,
-  "engine": "diffusers" | null}``.
+  "engine": "diffusers" | null, "missing": ["identity.adapter: ... does not exist ...", ...]}``.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from likeness.cli.common import JSON_HELP, fail, out, print_json
 from likeness.recipes import Recipe, RecipeError, build_prompt, write_text_atomic
@@ -88,9 +89,11 @@ def validate(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
-    """Check a recipe: field values, and with --engine what the engine cannot honour.
+    """Check a recipe: field values, the identity pass's local files (diffusers), and with
+    --engine what the engine cannot honour.
 
-    Exit status 0 when valid, 1 when not (one line naming the field).
+    Exit status 0 when valid, 1 when not (one line naming the field; one line per missing
+    identity file: adapter, ControlNet, InsightFace folder, references).
 
     Example: likeness recipe validate elena.toml --engine
     """
@@ -100,9 +103,15 @@ def validate(
         "field": None,
         "error": None,
         "engine": None,
+        "missing": [],
     }
     try:
         loaded = Recipe.from_toml_file(recipe)
+        missing = identity_files_missing(loaded, allow_pickle=allow_pickle)
+        if missing:
+            first = missing[0]
+            result.update(missing=[str(p) for p in missing], field=first.field)
+            raise first
         if engine:
             from likeness.engines import get_engine
 
@@ -119,9 +128,20 @@ def validate(
     elif result["ok"]:
         out.print(f"{recipe}: ok", highlight=False)
     else:
-        out.print(f"[red]{recipe}:[/red] {result['error']}", highlight=False)
+        for line in result["missing"] or [result["error"]]:
+            out.print(f"[red]{recipe}:[/red] {escape(line)}", highlight=False)
     if not result["ok"]:
         raise typer.Exit(1)
+
+
+def identity_files_missing(recipe: Recipe, *, allow_pickle: bool) -> list[Any]:
+    """Every identity file problem of a diffusers recipe (files are local there; a ComfyUI
+    server names its own with ``--engine``)."""
+    if not recipe.identity.enabled or recipe.engine != "diffusers":
+        return []
+    from likeness.engines.diffusers.adapters import identity_problems
+
+    return list(identity_problems(recipe.identity, allow_pickle=allow_pickle))
 
 
 @app.command("set")

@@ -24,11 +24,13 @@ def fake() -> Iterator[FakeComfyUI]:
 
 @pytest.fixture
 def fake_full() -> Iterator[FakeComfyUI]:
-    """A server with Impact Pack, InstantID and the models those graphs name."""
+    """A server with Impact Pack, InstantID, IPAdapter plus and the models those graphs name."""
     models = {
         "upscale_models": ["4x-UltraSharp.pth"],
         "controlnet": ["instantid/diffusion_pytorch_model.safetensors"],
         "instantid": ["ip-adapter.bin"],
+        "ipadapter": ["ip-adapter-faceid_sdxl.bin"],
+        "clip_vision": ["CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors"],
         "ultralytics": ["bbox/face_yolov8m.pt"],
         "sams": ["sam_vit_b_01ec64.pth"],
     }

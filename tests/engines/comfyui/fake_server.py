@@ -51,6 +51,8 @@ MODEL_INPUTS = {
     ("UpscaleModelLoader", "model_name"): "upscale_models",
     ("ControlNetLoader", "control_net_name"): "controlnet",
     ("InstantIDModelLoader", "instantid_file"): "instantid",
+    ("IPAdapterModelLoader", "ipadapter_file"): "ipadapter",
+    ("CLIPVisionLoader", "clip_name"): "clip_vision",
     ("UltralyticsDetectorProvider", "model_name"): "ultralytics",
     ("SAMLoader", "model_name"): "sams",
 }

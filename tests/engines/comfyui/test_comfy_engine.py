@@ -112,9 +112,10 @@ def test_recipe_fields_refused_up_front(fake: FakeComfyUI, recipe: Recipe, tmp_p
     eng = engine(fake.url)
     ref = tmp_path / "ref.png"
     ref.write_bytes(b"x")
-    with pytest.raises(EngineCannotHonour, match="identity.kind: 'ipadapter_faceid' is not built"):
-        eng.check(recipe.with_overrides({"identity.enabled": True, "identity.kind": "ipadapter_faceid",
+    with pytest.raises(ServerLacks) as lacks:  # FaceID runs, on a server with cubiq's nodes
+        eng.check(recipe.with_overrides({"identity.enabled": True, "identity.method": "ipadapter_faceid",
                                          "identity.references": [str(ref)]}))  # fmt: skip
+    assert "missing node class IPAdapterFaceID (slot 'identity_apply'): install ComfyUI_IPAdapter_plus (cubiq)" in lacks.value.lines  # fmt: skip
     with pytest.raises(EngineCannotHonour, match="identity.references: '/nope.png' is not a file"):
         eng.check(recipe.with_overrides({"identity.enabled": True, "identity.references": ["/nope.png"]}))  # fmt: skip
     with pytest.raises(Exception, match="model"):
@@ -138,6 +139,25 @@ def test_every_pass_runs_with_the_node_packs(fake_full: FakeComfyUI, recipe: Rec
     assert {"ApplyInstantID", "FaceDetailer", "ImageUpscaleWithModel", "ImageScale"} <= classes
     with Image.open(io.BytesIO(img.png)) as decoded:
         assert decoded.mode == "RGB"
+
+
+def test_ipadapter_faceid_runs_on_the_face_with_cubiqs_nodes(
+    fake_full: FakeComfyUI, recipe: Recipe
+) -> None:
+    r = recipe.with_overrides(
+        {"identity.enabled": True, "identity.method": "ipadapter_faceid",
+         "identity.references": [str(FACE)], "identity.adapter": "/m/ip-adapter-faceid_sdxl.bin",
+         "identity.insightface": "/m/insightface/buffalo_l"}
+    )  # fmt: skip
+    eng = engine(fake_full.url)
+    eng.check(r)
+    (img,) = eng.generate(r, 1)
+    graph = json.loads(read_text_chunks(img.png)["prompt"])
+    by_class = {n["class_type"]: n["inputs"] for n in graph.values()}
+    assert by_class["IPAdapterModelLoader"]["ipadapter_file"] == "ip-adapter-faceid_sdxl.bin"
+    assert by_class["IPAdapterFaceID"]["weight"] == 0.85
+    assert by_class["FaceDetailer"]["denoise"] == 0.4
+    assert img.provenance["recipe"]["identity"]["method"] == "ipadapter_faceid"
 
 
 def test_home_relative_reference_is_checked_and_uploaded(

@@ -26,6 +26,7 @@ def full_info(**models: list[str]) -> dict:
     lists = {
         ("UpscaleModelLoader", "model_name"): models.get("upscale", []),
         ("ControlNetLoader", "control_net_name"): models.get("controlnet", []),
+        ("CLIPVisionLoader", "clip_name"): models.get("clip_vision", []),
     }
     for (cls, name), files in lists.items():
         spec = info[cls]["input"]["required"][name]
@@ -33,7 +34,10 @@ def full_info(**models: list[str]) -> dict:
             spec[1]["options"] = files
         else:
             spec[0] = files
-    info["LoadImage"]["input"]["required"]["image"][0] = ["likeness/ref.png"]
+    info["LoadImage"]["input"]["required"]["image"][0] = [
+        "likeness/ref.png",
+        *models.get("inputs", []),
+    ]
     return info
 
 
@@ -92,13 +96,18 @@ def test_all_passes_validate_against_the_node_packs(recipe: Recipe) -> None:
     )  # fmt: skip
     g = build_graph(r, references=["likeness/ref.png"])
     order = list(g.slots)
-    assert order.index("refiner") < order.index("identity") < order.index("decode")
-    assert order.index("decode") < order.index("detailer") < order.index("upscale") < order.index("save")  # fmt: skip
+    assert order.index("refiner") < order.index("decode") < order.index("identity")
+    assert order.index("identity") < order.index("detailer") < order.index("upscale") < order.index("save")  # fmt: skip
     ident = g.node("identity_apply")["inputs"]
     assert link_target(g, ident["model"]) == "checkpoint"  # identity fix on the base model
     assert ident["weight"] == 0.85
-    assert link_target(g, g.node("identity")["inputs"]["latent_image"]) == "refiner"
-    assert g.node("identity")["inputs"]["denoise"] == GraphOptions().identity_denoise
+    face = g.node("identity")["inputs"]  # region "face": a FaceDetailer with the adapter
+    assert g.node("identity")["class_type"] == "FaceDetailer"
+    assert link_target(g, face["model"]) == "identity_apply"
+    assert link_target(g, face["positive"]) == "identity_apply"
+    assert link_target(g, face["image"]) == "decode"
+    assert (face["denoise"], face["steps"], face["guide_size"], face["bbox_crop_factor"]) == (0.4, 20, 1024.0, 3.0)  # fmt: skip
+    assert link_target(g, g.node("detailer")["inputs"]["image"]) == "identity"
     det = g.node("detailer")["inputs"]
     assert (det["guide_size"], det["denoise"], det["feather"], det["bbox_crop_factor"]) == (512.0, 0.4, 5, 3.0)  # fmt: skip
     assert link_target(g, det["sam_model_opt"]) == "detailer_sam"
@@ -111,6 +120,65 @@ def test_all_passes_validate_against_the_node_packs(recipe: Recipe) -> None:
     assert check_graph(g, info) == []
     ok, error, _, node_errors = validate_prompt(g.api(), info)
     assert ok, (error, node_errors)
+
+
+def test_identity_on_the_whole_image_resamples_the_latent_with_its_own_keypoints(
+    recipe: Recipe,
+) -> None:
+    r = recipe.with_overrides(
+        {"identity.enabled": True, "identity.references": ["ref.png"], "identity.region": "image",
+         "identity.denoise": 0.35, "identity.steps": 12}
+    )  # fmt: skip
+    g = build_graph(r, references=["likeness/ref.png"])
+    order = list(g.slots)
+    assert order.index("refiner") < order.index("identity") < order.index("decode")
+    sample = g.node("identity")["inputs"]
+    assert link_target(g, sample["latent_image"]) == "refiner"
+    assert (sample["denoise"], sample["steps"]) == (0.35, 12)
+    # InstantID's keypoints come from the image being fixed, not from the reference.
+    assert link_target(g, g.node("identity_apply")["inputs"]["image_kps"]) == "identity_kps"
+    assert link_target(g, g.node("identity_kps")["inputs"]["samples"]) == "refiner"
+    info = full_info(controlnet=[GraphOptions().instantid_controlnet])
+    assert check_graph(g, info) == []
+    ok, error, _, node_errors = validate_prompt(g.api(), info)
+    assert ok, (error, node_errors)
+
+
+def test_ipadapter_faceid_graph_validates_against_cubiqs_nodes(recipe: Recipe) -> None:
+    r = recipe.with_overrides(
+        {"identity.enabled": True, "identity.method": "ipadapter_faceid", "identity.weight": 0.7,
+         "identity.references": ["a.png", "b.png"],
+         "identity.adapter": "/models/ip-adapter-faceid_sdxl.bin",
+         "identity.insightface": "/models/insightface/antelopev2/"}
+    )  # fmt: skip
+    info = full_info(
+        clip_vision=[GraphOptions().clip_vision], inputs=["likeness/a.png", "likeness/b.png"]
+    )
+    names = resolve_names(model_inputs(r), info)
+    assert names["/models/ip-adapter-faceid_sdxl.bin"] == "ip-adapter-faceid_sdxl.bin"
+    g = build_graph(r, references=["likeness/a.png", "likeness/b.png"], names=names)
+    apply = g.node("identity_apply")
+    assert apply["class_type"] == "IPAdapterFaceID"
+    inputs = apply["inputs"]
+    assert link_target(g, inputs["model"]) == "checkpoint"
+    assert link_target(g, inputs["image"]) == "references_1"
+    assert (inputs["weight"], inputs["combine_embeds"]) == (0.7, "average")
+    assert g.node("identity_model")["inputs"]["ipadapter_file"] == "ip-adapter-faceid_sdxl.bin"
+    assert g.node("identity_faces")["inputs"]["model_name"] == "antelopev2"
+    assert link_target(g, g.node("identity")["inputs"]["model"]) == "identity_apply"
+    assert link_target(g, g.node("identity")["inputs"]["positive"]) == "identity_positive"
+    assert check_graph(g, info) == []
+    ok, error, _, node_errors = validate_prompt(g.api(), info)
+    assert ok, (error, node_errors)
+    lines = check_graph(g, {**CORE, **{k: v for k, v in info.items() if k != "IPAdapterFaceID"}})
+    assert lines == [
+        "missing node class IPAdapterFaceID (slot 'identity_apply'): install "
+        "ComfyUI_IPAdapter_plus (cubiq)"
+    ]
+    bare = full_info()
+    text = "\n".join(check_graph(g, bare))
+    assert f"missing model file '{GraphOptions().clip_vision}' for CLIPVisionLoader" in text
+    assert "copy it into models/clip_vision" in text
 
 
 def test_several_references_are_batched(recipe: Recipe) -> None:

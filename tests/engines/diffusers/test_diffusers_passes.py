@@ -186,12 +186,13 @@ def test_folder_with_only_pickle_weights_is_refused(tmp_path, tiny_models, tiny_
     assert err.field == "model" and "unet" in str(err)
 
 
-def test_identity_step_is_refused_in_one_line(tiny_recipe):
+def test_identity_step_without_its_files_is_refused_in_one_line(tiny_recipe):
     recipe = tiny_recipe.with_overrides(
         {"identity.enabled": True, "identity.references": ["face.png"]}
     )
     err = _refusal(DiffusersEngine(), recipe)
-    assert err.field == "identity.enabled" and "comfyui" in str(err)
+    assert err.field == "identity.references" and "not a file" in str(err)
+    assert "\n" not in str(err)
 
 
 def test_other_refusals_name_their_field(tmp_path, tiny_models, tiny_recipe):

@@ -24,6 +24,8 @@ FILE_INPUTS = {
     ("UpscaleModelLoader", "model_name"): "models/upscale_models",
     ("ControlNetLoader", "control_net_name"): "models/controlnet",
     ("InstantIDModelLoader", "instantid_file"): "models/instantid",
+    ("IPAdapterModelLoader", "ipadapter_file"): "models/ipadapter",
+    ("CLIPVisionLoader", "clip_name"): "models/clip_vision",
     ("UltralyticsDetectorProvider", "model_name"): "models/ultralytics",
     ("SAMLoader", "model_name"): "models/sams",
 }
@@ -35,6 +37,9 @@ NODE_PACKS = {
     "InstantIDModelLoader": "ComfyUI_InstantID (cubiq)",
     "InstantIDFaceAnalysis": "ComfyUI_InstantID (cubiq)",
     "ApplyInstantID": "ComfyUI_InstantID (cubiq)",
+    "IPAdapterModelLoader": "ComfyUI_IPAdapter_plus (cubiq)",
+    "IPAdapterInsightFaceLoader": "ComfyUI_IPAdapter_plus (cubiq)",
+    "IPAdapterFaceID": "ComfyUI_IPAdapter_plus (cubiq)",
 }
 _SHOWN = 6
 
@@ -127,10 +132,18 @@ def resolve_names(wanted: Iterable[tuple[str, str]], info: Mapping[str, Any]) ->
         "checkpoints": choices(input_spec(info, "CheckpointLoaderSimple", "ckpt_name")) or [],
         "loras": choices(input_spec(info, "LoraLoader", "lora_name")) or [],
         "upscale_models": choices(input_spec(info, "UpscaleModelLoader", "model_name")) or [],
+        "instantid": choices(input_spec(info, "InstantIDModelLoader", "instantid_file")) or [],
+        "ipadapter": choices(input_spec(info, "IPAdapterModelLoader", "ipadapter_file")) or [],
+        "controlnet": choices(input_spec(info, "ControlNetLoader", "control_net_name")) or [],
+        "clip_vision": choices(input_spec(info, "CLIPVisionLoader", "clip_name")) or [],
     }
     names: dict[str, str] = {}
     for folder, value in wanted:
         found = resolve_name(value, lists.get(folder, []))
+        if found is None and folder == "controlnet" and not PureWindowsPath(value).suffix:
+            # A diffusers ControlNet folder: the server holds its weights file.
+            weights = f"{value.rstrip('/')}/diffusion_pytorch_model.safetensors"
+            found = resolve_name(weights, lists["controlnet"])
         if found is not None and found != value:
             names[value] = found
     return names

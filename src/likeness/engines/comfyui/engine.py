@@ -53,6 +53,8 @@ _STAGES = {
     "sampler": "sample",
     "refiner": "refiner",
     "identity": "identity",
+    "reference": "identity",
+    "references": "identity",
     "positive": "encode",
     "negative": "encode",
     "decode": "decode",
@@ -103,12 +105,6 @@ class CheckReport:
 def recipe_refusals(recipe: Recipe) -> None:
     """Raise for recipe fields this engine cannot honour, before talking to any server."""
     recipe.require_model()
-    if recipe.identity.enabled and recipe.identity.kind != "instantid":
-        raise EngineCannotHonour(
-            "identity.kind",
-            recipe.identity.kind,
-            "is not built for the comfyui engine; use 'instantid' (cubiq's ComfyUI_InstantID)",
-        )
     for ref in recipe.identity.references if recipe.identity.enabled else ():
         if not Path(ref).expanduser().is_file():
             raise EngineCannotHonour(
@@ -340,7 +336,7 @@ class ComfyUIEngine:
         steps = {
             "sample": recipe.steps,
             "refiner": recipe.refiner.steps,
-            "identity": recipe.refiner.steps,
+            "identity": recipe.identity.steps,
             "detailer": recipe.detailer.steps,
         }
 

@@ -8,16 +8,25 @@ The passes, in order (each optional one only when the recipe asks for it)::
 
     checkpoint -> lora_0..N -> positive/negative -> latent -> sampler
       -> refiner (KSampler on the latent at refiner.denoise)
-      -> identity (cubiq InstantID on the base model; KSampler on the latent at
-         GraphOptions.identity_denoise for refiner.steps steps)
+      -> identity, region "image" (the adapter on the base model; KSampler on the latent at
+         identity.denoise for identity.steps steps)
       -> decode (VAEDecode)
+      -> identity, region "face" (the adapter on the base model; Impact Pack FaceDetailer
+         re-sampling the face crop at identity.guide_size, identity.denoise)
       -> detailer (Impact Pack FaceDetailer: face box detector [+ SAM], re-sampled crop)
       -> upscale (UpscaleModelLoader + ImageUpscaleWithModel, then ImageScale to the exact
          factor; a plain ImageScale without a model) -> save (SaveImage)
 
+The identity adapter is cubiq's: ``instantid`` is ComfyUI_InstantID (InstantIDModelLoader,
+InstantIDFaceAnalysis, ControlNetLoader, ApplyInstantID, whose weight sets both the adapter and
+the ControlNet strength; on the whole image its keypoints come from the decoded image itself);
+``ipadapter_faceid`` is ComfyUI_IPAdapter_plus with explicit loaders (IPAdapterModelLoader,
+CLIPVisionLoader, IPAdapterInsightFaceLoader, IPAdapterFaceID), so ``/object_info`` names each
+missing file; several references are averaged, as the diffusers engine does.
+
 Upscaling comes last so every sampling pass works at the recipe's size ("edit at 1024 first,
-upscale last"); the identity fix samples on the latent after the LoRA passes with the base
-model, since LoRA and face adapters together during sampling give plastic faces.
+upscale last"); the identity fix samples after the LoRA passes with the base model, since LoRA
+and face adapters together during sampling give plastic faces.
 
 Example::
 
@@ -30,6 +39,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import PureWindowsPath
 from typing import Any
 
 from likeness.recipes import Recipe, build_prompt
@@ -50,8 +60,9 @@ class GraphOptions:
     filename_prefix: str = "likeness/img"
     instantid_model: str = "ip-adapter.bin"
     instantid_controlnet: str = "instantid/diffusion_pytorch_model.safetensors"
+    faceid_model: str = "ip-adapter-faceid_sdxl.bin"
+    clip_vision: str = "CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors"
     insightface_provider: str = "CPU"
-    identity_denoise: float = 0.4
     face_detector: str = "bbox/face_yolov8m.pt"
     sam_model: str = "sam_vit_b_01ec64.pth"  # "" to detail the whole face box without SAM
     resize_method: str = "lanczos"
@@ -202,12 +213,35 @@ def build_graph(
             **sampler,
         )
 
-    # 4. Identity fix: InstantID on the base model, re-sampling the latent.
-    if recipe.identity.enabled:
-        latent = _identity(b, recipe, latent, seed, sampler, references, options, flux)
+    # 4. Identity fix on the whole image: the adapter on the base model, re-sampling the latent.
+    ident = recipe.identity
+    if ident.enabled and not references:
+        raise ValueError("references: upload the identity reference images first")
+    if ident.enabled and ident.region == "image":
+        kps = b.add("identity_kps", "VAEDecode", samples=latent, vae=vae)
+        model_i, pos_i, neg_i = _identity(b, recipe, references, options, names, flux, kps)
+        latent = b.add(
+            "identity",
+            "KSampler",
+            model=model_i,
+            positive=pos_i,
+            negative=neg_i,
+            latent_image=latent,
+            seed=seed,
+            steps=ident.steps,
+            denoise=ident.denoise,
+            **sampler,
+        )
 
-    # 5. Decode, detail the face, upscale, save.
+    # 5. Decode; the identity fix on the face; detail the face, upscale, save.
     image = b.add("decode", "VAEDecode", samples=latent, vae=vae)
+    if ident.enabled and ident.region == "face":
+        model_i, pos_i, neg_i = _identity(b, recipe, references, options, names, flux, None)
+        image = _face_detailer(
+            b, "identity", image, model_i, b.out("checkpoint", 1), vae, pos_i, neg_i, seed,
+            sampler, options, guide_size=ident.guide_size, steps=ident.steps,
+            denoise=ident.denoise, feather=5, padding=ident.padding,
+        )  # fmt: skip
     if recipe.detailer.enabled:
         image = _detailer(
             b, recipe, image, model, clip, vae, positive, negative, seed, sampler, options
@@ -229,27 +263,71 @@ def _encode(b: GraphBuilder, slot: str, text: str, clip: Link, flux: bool, cfg: 
 def _identity(
     b: GraphBuilder,
     recipe: Recipe,
-    latent: Link,
-    seed: int,
-    sampler: Mapping[str, Any],
     references: Sequence[str],
     options: GraphOptions,
+    names: Mapping[str, str],
     flux: bool,
-) -> Link:
-    if recipe.identity.kind != "instantid":
-        raise ValueError(f"identity.kind: {recipe.identity.kind!r} has no ComfyUI graph here")
-    if not references:
-        raise ValueError("references: upload the identity reference images first")
+    kps_image: Link | None,
+) -> tuple[Link, Link, Link]:
+    """The identity adapter on the base model: (model, positive, negative) to sample with."""
+    ident = recipe.identity
     base_model, base_clip = b.out("checkpoint", 0), b.out("checkpoint", 1)
-    b.add("identity_model", "InstantIDModelLoader", instantid_file=options.instantid_model)
-    b.add("identity_faces", "InstantIDFaceAnalysis", provider=options.insightface_provider)
-    b.add("identity_controlnet", "ControlNetLoader", control_net_name=options.instantid_controlnet)
     image = b.add("reference_0", "LoadImage", image=references[0])
     for i, name in enumerate(references[1:], start=1):
         b.add(f"reference_{i}", "LoadImage", image=name)
         image = b.add(f"references_{i}", "ImageBatch", image1=image, image2=b.out(f"reference_{i}"))
     positive = _encode(b, "identity_positive", build_prompt(recipe), base_clip, flux, recipe.cfg)
     negative = b.add("identity_negative", "CLIPTextEncode", text=recipe.negative, clip=base_clip)
+
+    def name(value: str, default: str) -> str:
+        return names.get(value, value) if value else default
+
+    if ident.method == "ipadapter_faceid":
+        b.add(
+            "identity_model",
+            "IPAdapterModelLoader",
+            ipadapter_file=name(ident.adapter, options.faceid_model),
+        )
+        b.add(
+            "identity_clip_vision",
+            "CLIPVisionLoader",
+            clip_name=name(ident.image_encoder, options.clip_vision),
+        )
+        b.add(
+            "identity_faces",
+            "IPAdapterInsightFaceLoader",
+            provider=options.insightface_provider,
+            model_name=insightface_pack(ident.insightface),
+        )
+        model = b.add(
+            "identity_apply",
+            "IPAdapterFaceID",
+            model=base_model,
+            ipadapter=b.out("identity_model"),
+            image=image,
+            weight=ident.weight,
+            weight_faceidv2=ident.weight,
+            weight_type="linear",
+            combine_embeds="average",
+            start_at=0.0,
+            end_at=1.0,
+            embeds_scaling="V only",
+            clip_vision=b.out("identity_clip_vision"),
+            insightface=b.out("identity_faces"),
+        )
+        return model, positive, negative
+    b.add(
+        "identity_model",
+        "InstantIDModelLoader",
+        instantid_file=name(ident.adapter, options.instantid_model),
+    )
+    b.add("identity_faces", "InstantIDFaceAnalysis", provider=options.insightface_provider)
+    b.add(
+        "identity_controlnet",
+        "ControlNetLoader",
+        control_net_name=name(ident.controlnet, options.instantid_controlnet),
+    )
+    extra = {} if kps_image is None else {"image_kps": kps_image}
     b.add(
         "identity_apply",
         "ApplyInstantID",
@@ -260,22 +338,19 @@ def _identity(
         model=base_model,
         positive=positive,
         negative=negative,
-        weight=recipe.identity.weight,
+        weight=ident.weight,
         start_at=0.0,
         end_at=1.0,
+        **extra,
     )
-    return b.add(
-        "identity",
-        "KSampler",
-        model=b.out("identity_apply", 0),
-        positive=b.out("identity_apply", 1),
-        negative=b.out("identity_apply", 2),
-        latent_image=latent,
-        seed=seed,
-        steps=recipe.refiner.steps,
-        denoise=options.identity_denoise,
-        **sampler,
-    )
+    return b.out("identity_apply", 0), b.out("identity_apply", 1), b.out("identity_apply", 2)
+
+
+def insightface_pack(folder: str) -> str:
+    """The InsightFace pack name cubiq's loader takes: the folder's name when it is one of
+    them, else buffalo_l (the FaceID default)."""
+    base = PureWindowsPath(folder.rstrip("/\\")).name if folder else ""
+    return base if base in ("buffalo_l", "antelopev2") else "buffalo_l"
 
 
 def _detailer(
@@ -292,13 +367,40 @@ def _detailer(
     options: GraphOptions,
 ) -> Link:
     d = recipe.detailer
-    b.add("detailer_detector", "UltralyticsDetectorProvider", model_name=options.face_detector)
+    return _face_detailer(
+        b, "detailer", image, model, clip, vae, positive, negative, seed, sampler, options,
+        guide_size=d.guide_size, steps=d.steps, denoise=d.denoise, feather=d.feather,
+        padding=d.padding,
+    )  # fmt: skip
+
+
+def _face_detailer(
+    b: GraphBuilder,
+    slot: str,
+    image: Link,
+    model: Link,
+    clip: Link,
+    vae: Link,
+    positive: Link,
+    negative: Link,
+    seed: int,
+    sampler: Mapping[str, Any],
+    options: GraphOptions,
+    *,
+    guide_size: int,
+    steps: int,
+    denoise: float,
+    feather: int,
+    padding: float,
+) -> Link:
+    """Impact Pack's FaceDetailer under ``slot``: detect the face, re-sample its crop."""
+    b.add(f"{slot}_detector", "UltralyticsDetectorProvider", model_name=options.face_detector)
     extra: dict[str, Any] = {}
     if options.sam_model:
-        b.add("detailer_sam", "SAMLoader", model_name=options.sam_model, device_mode="AUTO")
-        extra["sam_model_opt"] = b.out("detailer_sam")
+        b.add(f"{slot}_sam", "SAMLoader", model_name=options.sam_model, device_mode="AUTO")
+        extra["sam_model_opt"] = b.out(f"{slot}_sam")
     return b.add(
-        "detailer",
+        slot,
         "FaceDetailer",
         image=image,
         model=model,
@@ -306,19 +408,19 @@ def _detailer(
         vae=vae,
         positive=positive,
         negative=negative,
-        bbox_detector=b.out("detailer_detector", 0),
-        guide_size=float(d.guide_size),
+        bbox_detector=b.out(f"{slot}_detector", 0),
+        guide_size=float(guide_size),
         guide_size_for=True,
-        max_size=float(max(1024, d.guide_size)),
+        max_size=float(max(1024, guide_size)),
         seed=seed,
-        steps=d.steps,
-        denoise=d.denoise,
-        feather=d.feather,
+        steps=steps,
+        denoise=denoise,
+        feather=feather,
         noise_mask=True,
         force_inpaint=True,
         bbox_threshold=0.5,
         bbox_dilation=10,
-        bbox_crop_factor=round(1.0 + 2.0 * d.padding, 3),
+        bbox_crop_factor=round(1.0 + 2.0 * padding, 3),
         sam_detection_hint="center-1",
         sam_dilation=0,
         sam_threshold=0.93,
@@ -365,4 +467,10 @@ def model_inputs(recipe: Recipe) -> list[tuple[str, str]]:
     out += [("loras", lora.path) for lora in recipe.loras]
     if recipe.upscale.enabled and recipe.upscale.model:
         out.append(("upscale_models", recipe.upscale.model))
+    ident = recipe.identity
+    if ident.enabled:
+        folder = "instantid" if ident.method == "instantid" else "ipadapter"
+        files = [(folder, ident.adapter), ("controlnet", ident.controlnet)]
+        files.append(("clip_vision", ident.image_encoder))
+        out += [(f, v) for f, v in files if v]
     return out

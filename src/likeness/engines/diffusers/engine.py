@@ -13,6 +13,7 @@ calls until another model is asked for or :meth:`release` is called.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import time
 from collections.abc import Callable
@@ -30,7 +31,7 @@ from likeness.engines.base import (
     resolve_seed,
     sha256_file,
 )
-from likeness.engines.diffusers import passes
+from likeness.engines.diffusers import adapters, identity, passes
 from likeness.engines.diffusers.device import (
     check_names,
     choose_device,
@@ -101,6 +102,10 @@ class DiffusersEngine:
         self._edit_model = edit_model
         self._edit_settings = edit or EditSettings()
         self._edit_pipe: Any = None
+        self._adapter = identity.AdapterSlot()
+        self._controlnets: dict[str, Any] = {}
+        self._insightface: dict[str, Any] = {}
+        self._references: dict[tuple[Any, ...], identity.ReferenceEmbedding] = {}
 
     # -- protocol -----------------------------------------------------------------------
     def check(self, recipe: Recipe) -> None:
@@ -138,12 +143,20 @@ class DiffusersEngine:
                     "upscaler or pass --allow-pickle",
                 )
         if recipe.identity.enabled:
+            self._check_identity(recipe)
+
+    def _check_identity(self, recipe: Recipe) -> None:
+        method = recipe.identity.method
+        families = ("sdxl",) if method == adapters.INSTANTID else ("sdxl", "sd15")
+        if recipe.family not in families:
             raise EngineCannotHonour(
-                "identity.enabled",
-                True,
-                f"({recipe.identity.kind}) is not available in the diffusers engine; "
-                "run it on ComfyUI (--engine comfyui) or set identity.enabled = false",
+                "identity.method",
+                method,
+                f"runs on {' and '.join(families)} models here, not {recipe.family}",
             )
+        problems = adapters.identity_problems(recipe.identity, allow_pickle=self.allow_pickle)
+        if problems:
+            raise problems[0]
 
     def generate(
         self, recipe: Recipe, n: int, progress: ProgressCallback | None = None
@@ -207,6 +220,8 @@ class DiffusersEngine:
         self._views.clear()
         self._loras.clear()
         self._upscalers.clear()
+        self._adapter.clear()
+        self._controlnets.clear()
         self._key = None
         release_device_memory(device)
 
@@ -235,15 +250,18 @@ class DiffusersEngine:
             self._key = key
         return self._pipe
 
-    def _view(self, kind: str) -> Any:
-        if kind not in self._views:
+    def _view(self, kind: str, controlnet: Any = None) -> Any:
+        """The pipeline's img2img or inpaint view (sharing its models), with a ControlNet."""
+        key = (kind, id(controlnet))
+        if key not in self._views:
             from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
 
             factory = AutoPipelineForImage2Image if kind == "img2img" else AutoPipelineForInpainting
-            view = factory.from_pipe(self._pipe)
+            extra = {} if controlnet is None else {"controlnet": controlnet}
+            view = factory.from_pipe(self._pipe, **extra)
             view.set_progress_bar_config(disable=True)
-            self._views[kind] = view
-        view = self._views[kind]
+            self._views[key] = view
+        view = self._views[key]
         view.scheduler = self._pipe.scheduler
         return view
 
@@ -327,7 +345,13 @@ class DiffusersEngine:
             timings["refiner_s"] = time.perf_counter() - t
         images: list[Image.Image] = list(result)
         notes: list[dict[str, Any]] = [{} for _ in images]
-        # 5. Detailer, one face per image.
+        # 5. Identity fix on the base model (LoRAs off), one face per image.
+        if recipe.identity.enabled:
+            t = time.perf_counter()
+            self._identity(recipe, images, seeds, notes, prompt, negatives, report)
+            lora_shas = self._loras.apply(pipe, recipe.loras)
+            timings["identity_s"] = time.perf_counter() - t
+        # 6. Detailer, one face per image.
         if recipe.detailer.enabled:
             t = time.perf_counter()
             inpaint = self._view("inpaint")
@@ -350,7 +374,7 @@ class DiffusersEngine:
                     "region": None if detail.region is None else list(detail.region),
                 }
             timings["detailer_s"] = time.perf_counter() - t
-        # 6. Upscale.
+        # 7. Upscale.
         if recipe.upscale.enabled:
             t = time.perf_counter()
             report("upscale", 0, 1)
@@ -358,7 +382,7 @@ class DiffusersEngine:
             images = [passes.upscale_image(im, recipe.upscale.factor, model) for im in images]
             timings["upscale_s"] = time.perf_counter() - t
         timings["total_s"] = time.perf_counter() - t0
-        # 7. PNG with provenance.
+        # 8. PNG with provenance.
         engine_info = self._engine_info()
         upscaler_sha = (
             sha256_file(recipe.upscale.model)
@@ -383,6 +407,121 @@ class DiffusersEngine:
             )
             out.append(GeneratedImage(png=encode_png(image, prov), seed=seed, provenance=prov))
         return out
+
+    def _identity(
+        self,
+        recipe: Recipe,
+        images: list[Image.Image],
+        seeds: list[int],
+        notes: list[dict[str, Any]],
+        prompt: str,
+        negatives: list[str] | None,
+        report: Callable[[str, int, int], None],
+    ) -> None:
+        """Run the identity pass on each image in place; notes get its provenance."""
+        import torch
+
+        ident = recipe.identity
+        pipe = self._pipe
+        report("identity", 0, ident.steps)
+        faces = self._insightface_analyzer(ident.insightface)
+        reference = self._reference_embedding(ident, faces)
+        loaded = self._adapter.attach(
+            pipe, ident.adapter, ident.method, allow_pickle=self.allow_pickle
+        )
+        try:
+            self._loras.only(pipe, [loaded.lora] if loaded.lora else [])
+            pipe.set_ip_adapter_scale(ident.weight)
+            embeds = identity.image_embeds(reference, ident.method, pipe.unet.dtype, pipe.device)
+            kind = "inpaint" if ident.region == "face" else "img2img"
+            keypoints = None
+            if ident.method == adapters.INSTANTID:
+                controlnet = self._controlnet(ident.controlnet)
+                view = self._view(kind, controlnet)
+                keypoints = identity.insightface_keypoints(faces)
+                hook = identity.controlnet_face_tokens(
+                    controlnet, identity.face_tokens(pipe, embeds), recipe.cfg > 1
+                )
+            else:
+                view = self._view(kind)
+                hook = contextlib.nullcontext()
+            with hook:
+                for i, (image, seed) in enumerate(zip(images, seeds, strict=True)):
+                    done = identity.apply_identity(
+                        view,
+                        image,
+                        ident,
+                        prompt=prompt,
+                        negative=None if negatives is None else recipe.negative,
+                        cfg=recipe.cfg,
+                        generator=torch.Generator("cpu").manual_seed(seed),
+                        embeds=embeds,
+                        find_face=self._find_face,
+                        keypoints=keypoints,
+                        multiple=pipe.vae_scale_factor,
+                        callback=_step_callback(report, "identity", ident.steps),
+                    )
+                    images[i] = done.image
+                    notes[i]["identity"] = {
+                        "method": ident.method,
+                        "weight": ident.weight,
+                        "region": ident.region,
+                        "denoise": ident.denoise,
+                        "steps": ident.steps,
+                        "face": None if done.face is None else [round(v, 1) for v in done.face],
+                        "region_box": None if done.region is None else list(done.region),
+                        "keypoints": done.keypoints,
+                        "files": identity.file_records(ident),
+                        "references": list(reference.records),
+                        "insightface_providers": faces.providers,
+                    }
+        finally:
+            self._adapter.detach(pipe)
+
+    def _insightface_analyzer(self, folder: str) -> Any:
+        from likeness.faces.insightface_backend import InsightFaceAnalyzer
+
+        key = str(Path(folder).expanduser().resolve())
+        if key not in self._insightface:
+            device = choose_device(self._device_pref)
+            self._insightface[key] = InsightFaceAnalyzer(
+                Path(key), device="cpu" if device == "cpu" else None
+            )
+        return self._insightface[key]
+
+    def _reference_embedding(self, ident: Any, faces: Any) -> identity.ReferenceEmbedding:
+        """The references' embedding, cached by their content and the InsightFace folder."""
+        key = (
+            tuple(sha256_file(r) for r in ident.references),
+            str(Path(ident.insightface).expanduser().resolve()),
+        )
+        if key not in self._references:
+            self._references[key] = identity.embed_references(ident.references, faces)
+        return self._references[key]
+
+    def _controlnet(self, value: str) -> Any:
+        """InstantID's ControlNet (cached by its weights' sha256), on the pipeline's device."""
+        folder = adapters.controlnet_folder(value)
+        weights = adapters.controlnet_weights(folder)
+        sha = sha256_file(weights) if weights else str(folder)
+        if sha not in self._controlnets:
+            from diffusers import ControlNetModel
+
+            pipe = self._pipe
+            try:
+                with quiet_loading():
+                    model = ControlNetModel.from_pretrained(
+                        str(folder),
+                        dtype=pipe.unet.dtype,
+                        local_files_only=True,
+                        use_safetensors=weights is not None and weights.suffix == ".safetensors",
+                    )
+            except Exception as exc:  # diffusers raises many types for a broken folder
+                raise EngineError(
+                    f"identity.controlnet: {value} could not be loaded ({type(exc).__name__})"
+                ) from exc
+            self._controlnets[sha] = model.to(pipe.device).eval()
+        return self._controlnets[sha]
 
     def _upscaler(self, path: str) -> Any:
         if path not in self._upscalers:

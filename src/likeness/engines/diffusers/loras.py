@@ -114,7 +114,7 @@ class LoraSet:
                     ) from exc
                 self._names[sha] = name
         if not loras:
-            if self._names and self._enabled:
+            if self._enabled and (self._names or _has_adapters(pipe)):
                 pipe.disable_lora()
                 self._enabled = False
             return []
@@ -127,9 +127,26 @@ class LoraSet:
         pipe.set_adapters(names, adapter_weights=[spec.strength for spec in loras])
         return shas
 
+    def only(self, pipe: Any, names: list[str]) -> None:
+        """Activate exactly the adapters ``names`` at strength 1 (none: all off), e.g. an
+        identity adapter's own LoRA while the recipe's LoRAs rest; :meth:`apply` restores."""
+        if not names:
+            if _has_adapters(pipe):
+                pipe.disable_lora()
+                self._enabled = False
+            return
+        pipe.enable_lora()
+        self._enabled = True
+        pipe.set_adapters(names, adapter_weights=[1.0] * len(names))
+
     def clear(self) -> None:
         self._names.clear()
         self._enabled = True
+
+
+def _has_adapters(pipe: Any) -> bool:
+    """Whether any peft adapter (a LoRA, an identity adapter's LoRA) is loaded in the UNet."""
+    return bool(getattr(getattr(pipe, "unet", None), "peft_config", None))
 
 
 @contextlib.contextmanager

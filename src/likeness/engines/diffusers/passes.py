@@ -111,21 +111,14 @@ def detail_face(
         return DetailResult(image, None, None)
     # 1. Crop region.
     x0, y0, x1, y1 = face
-    pad_x, pad_y = (x1 - x0) * settings.padding, (y1 - y0) * settings.padding
-    region = (
-        max(0, math.floor(x0 - pad_x)),
-        max(0, math.floor(y0 - pad_y)),
-        min(image.width, math.ceil(x1 + pad_x)),
-        min(image.height, math.ceil(y1 + pad_y)),
-    )
+    region = padded_region(face, settings.padding, image.width, image.height)
     crop = image.crop(region)
     # 2. Upsample to the guide size.
-    scale = settings.guide_size / max(crop.size)
-    size = tuple(max(multiple, round(s * scale / multiple) * multiple) for s in crop.size)
+    size = guide_resize(crop.size, settings.guide_size, multiple)
     crop_big = crop.resize(size, Image.Resampling.LANCZOS)
     # The face box inside the crop, feathered: the inpaint mask and the paste mask.
     local = (x0 - region[0], y0 - region[1], x1 - region[0], y1 - region[1])
-    mask_small = _feathered_box(crop.size, local, settings.feather)
+    mask_small = feathered_box(crop.size, local, settings.feather)
     mask_big = mask_small.resize(size, Image.Resampling.BILINEAR)
     # 3. Inpaint.
     total, strength = denoise_schedule(settings.steps, settings.denoise)
@@ -154,7 +147,29 @@ def detail_face(
     return DetailResult(result, face, region)
 
 
-def _feathered_box(
+def padded_region(
+    face: tuple[float, float, float, float], padding: float, width: int, height: int
+) -> tuple[int, int, int, int]:
+    """The face box grown by ``padding`` (a fraction of its size) on each side, clipped to the
+    ``width`` x ``height`` image, in whole pixels."""
+    x0, y0, x1, y1 = face
+    pad_x, pad_y = (x1 - x0) * padding, (y1 - y0) * padding
+    return (
+        max(0, math.floor(x0 - pad_x)),
+        max(0, math.floor(y0 - pad_y)),
+        min(width, math.ceil(x1 + pad_x)),
+        min(height, math.ceil(y1 + pad_y)),
+    )
+
+
+def guide_resize(size: tuple[int, int], guide_size: int, multiple: int) -> tuple[int, int]:
+    """``size`` scaled so its long side is ``guide_size``, each side a multiple of ``multiple``."""
+    scale = guide_size / max(size)
+    width, height = (max(multiple, round(s * scale / multiple) * multiple) for s in size)
+    return width, height
+
+
+def feathered_box(
     size: tuple[int, int], box: tuple[float, float, float, float], feather: int
 ) -> Image.Image:
     """White box on black, shrunk by ``feather`` and blurred so it fades over ``feather`` px."""
