@@ -93,6 +93,7 @@ class LoraSet:
 
     def __init__(self) -> None:
         self._names: dict[str, str] = {}  # sha256 -> adapter name
+        self._others: set[str] = set()  # adapters activated through `only` (identity LoRAs)
         self._enabled = True
 
     def apply(self, pipe: Any, loras: tuple[LoraSpec, ...]) -> list[str]:
@@ -114,7 +115,7 @@ class LoraSet:
                     ) from exc
                 self._names[sha] = name
         if not loras:
-            if self._enabled and (self._names or _has_adapters(pipe)):
+            if self._enabled and self._manages_any(pipe):
                 pipe.disable_lora()
                 self._enabled = False
             return []
@@ -130,8 +131,9 @@ class LoraSet:
     def only(self, pipe: Any, names: list[str]) -> None:
         """Activate exactly the adapters ``names`` at strength 1 (none: all off), e.g. an
         identity adapter's own LoRA while the recipe's LoRAs rest; :meth:`apply` restores."""
+        self._others.update(names)
         if not names:
-            if _has_adapters(pipe):
+            if self._manages_any(pipe):
                 pipe.disable_lora()
                 self._enabled = False
             return
@@ -139,8 +141,14 @@ class LoraSet:
         self._enabled = True
         pipe.set_adapters(names, adapter_weights=[1.0] * len(names))
 
+    def _manages_any(self, pipe: Any) -> bool:
+        """Whether an adapter this set loaded or activated is still in the pipeline (adapters
+        put there by someone else are theirs to switch)."""
+        return bool(self._names or self._others) and _has_adapters(pipe)
+
     def clear(self) -> None:
         self._names.clear()
+        self._others.clear()
         self._enabled = True
 
 
