@@ -23,6 +23,7 @@ from likeness.cli import (
     review,
     score,
     sweep,
+    train,
 )
 
 app = typer.Typer(
@@ -76,6 +77,7 @@ app.add_typer(review.app, name="review")
 app.command("sweep")(sweep.sweep)
 app.add_typer(card.app, name="card")
 app.command("loop")(loop.loop)
+app.add_typer(train.app, name="train")
 
 
 def main() -> None:

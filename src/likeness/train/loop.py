@@ -15,13 +15,12 @@ a judge can generate probes with the in-memory pipeline and return metrics to re
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import math
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,7 +40,7 @@ if TYPE_CHECKING:
     from likeness.train.setup import TrainModel
 
 SaveLora = Callable[..., Path]
-"""``save_kohya_lora(path, components, *, family, alpha, metadata) -> Path``."""
+"""``save_kohya_lora(path, components, *, family, alpha, metadata, dtype) -> Path``."""
 _SAVE_DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
 
 
@@ -197,9 +196,18 @@ class Trainer:
         import torch
 
         members = self.order.micro_batch(index)
+        keep = torch.rand((len(members),), generator=generator) >= self.recipe.caption_dropout
+        return self.item_batch(members, keep=keep.tolist())
+
+    def item_batch(
+        self, members: list[int], *, keep: list[bool] | None = None, dropout: bool = True
+    ) -> Batch:
+        """The batch of these item indices; ``keep[i]`` False drops caption i."""
+        import torch
+
         items = [self.data.items[i] for i in members]
-        keep = torch.rand((len(items),), generator=generator) >= self.recipe.caption_dropout
-        captions = [it.caption if k else "" for it, k in zip(items, keep.tolist(), strict=True)]
+        keep = keep if keep is not None and dropout else [True] * len(items)
+        captions = [it.caption if k else "" for it, k in zip(items, keep, strict=True)]
         text = None
         if self.texts is not None:
             rows = [self.texts[c] for c in captions]
@@ -214,7 +222,33 @@ class Trainer:
             original_sizes=[c["original"] for c in cached],
             crops=[c["crop"] for c in cached],
             size=(height, width),
+            images=[it.sha256 for it in items],
         )
+
+    def fixed_loss(self, slots: int = 4) -> float:
+        """The loss on a fixed batch: ``slots`` images (the first items, repeated if fewer)
+        at noise levels spread over (0, 1), posterior means, captions as stored, the same
+        noise every time. Without the sampling noise of the training loss, it falls as the
+        LoRA fits the data."""
+        import torch
+
+        total = 0.0
+        for module in self.model.trained.values():
+            module.eval()
+        try:
+            with torch.no_grad():
+                for slot in range(slots):
+                    index = slot % len(self.data.items)
+                    generator = torch.Generator().manual_seed(
+                        step_seed(self.recipe.seed, "fixed", slot)
+                    )
+                    batch = self.item_batch([index], dropout=False)
+                    level = torch.tensor([(slot + 0.5) / slots])
+                    total += float(self.objective.loss(batch, generator, levels=level))
+        finally:
+            for module in self.model.trained.values():
+                module.train()
+        return total / slots
 
     # -- checkpoints ------------------------------------------------------------------------
     def lora_path(self, step: int) -> Path:
@@ -236,18 +270,24 @@ class Trainer:
                 raise Diverged(step, f"the weights ({name})", self.last_good, self.recipe)
         # 2. The LoRA file, in the recipe's save precision.
         path = self.lora_path(step)
-        with self.saved_as(_SAVE_DTYPES[self.recipe.save_precision]):
-            self.save_lora(
-                path,
-                self.model.trained,
-                family=self.recipe.family,
-                alpha=self.recipe.alpha,
-                metadata=self.metadata(step),
-            )
+        self.save_lora(
+            path,
+            self.model.trained,
+            family=self.recipe.family,
+            alpha=self.recipe.alpha,
+            metadata=self.metadata(step),
+            dtype=getattr(torch, _SAVE_DTYPES[self.recipe.save_precision]),
+        )
         sha = _sha256(path)
         losses = [row[1] for row in self.pending]
         mean_loss = sum(losses) / len(losses) if losses else None
-        info = {"step": step, "path": str(path), "sha256": sha, "loss": mean_loss}
+        info = {
+            "step": step,
+            "path": str(path),
+            "sha256": sha,
+            "loss": mean_loss,
+            "fixed_loss": self.fixed_loss(),
+        }
         # 3. The resume state, then the database (a kill between them is repaired on resume).
         resume.save_state(self.state_path(), self.resume_state(step, info))
         checkpoint_id = self.record(info, self.pending)
@@ -276,6 +316,7 @@ class Trainer:
             path=info["path"],
             sha256=info["sha256"],
             loss=info["loss"],
+            fixed_loss=info.get("fixed_loss"),
             losses=[(int(s), float(v), float(lr)) for s, v, lr in pending],
             lora_id=lora_id,
         )
@@ -347,25 +388,6 @@ class Trainer:
             self.record(saved.checkpoint, saved.pending_losses)
             if saved.step == self.total_steps:
                 _link_or_copy(Path(saved.checkpoint["path"]), self.final_path())
-
-    @contextlib.contextmanager
-    def saved_as(self, dtype_name: str) -> Iterator[None]:
-        """Trainable weights cast to the save dtype for the duration, then restored exactly."""
-        import torch
-
-        dtype = getattr(torch, dtype_name)
-        params = [p for _, p in self.model.trainable_parameters()]
-        if all(p.dtype == dtype for p in params):
-            yield
-            return
-        originals = [p.data for p in params]
-        try:
-            for param in params:
-                param.data = param.data.to(dtype)
-            yield
-        finally:
-            for param, original in zip(params, originals, strict=True):
-                param.data = original
 
     # -- samples ----------------------------------------------------------------------------
     def write_samples(self, step: int) -> list[Path]:

@@ -47,6 +47,8 @@ class Batch:
     """(top, left) of each crop in the resized image."""
     size: tuple[int, int]
     """(height, width) of the bucket, in pixels."""
+    images: list[str]
+    """sha256 of each image."""
 
 
 def make_objective(model: TrainModel, recipe: TrainRecipe) -> UNetObjective | FluxObjective:
@@ -68,12 +70,17 @@ class _Common:
             dist = vae.encode(pixels.to(self.device, dtype=vae.dtype)).latent_dist
         return {"mean": dist.mean[0].float(), "std": dist.std[0].float()}
 
-    def draw_latents(self, batch: Batch, generator: torch.Generator) -> torch.Tensor:
-        """A latent drawn from each image's posterior, scaled as the denoiser expects."""
+    def draw_latents(
+        self, batch: Batch, generator: torch.Generator, *, mean: bool = False
+    ) -> torch.Tensor:
+        """A latent drawn from each image's posterior (its mean when ``mean``), scaled as
+        the denoiser expects."""
         import torch
 
-        eps = torch.randn(batch.latent_mean.shape, generator=generator)
-        latents = batch.latent_mean + batch.latent_std * eps
+        latents = batch.latent_mean
+        if not mean:
+            eps = torch.randn(batch.latent_mean.shape, generator=generator)
+            latents = latents + batch.latent_std * eps
         config = self.model.vae.config
         shift = getattr(config, "shift_factor", None) or 0.0
         return ((latents - shift) * config.scaling_factor).to(self.device)
@@ -109,12 +116,16 @@ class UNetObjective(_Common):
         embeds, _ = pipe.encode_prompt(list(captions), self.model.text_device, 1, False)
         return {"prompt_embeds": embeds}
 
-    def loss(self, batch: Batch, generator: torch.Generator) -> torch.Tensor:
+    def loss(
+        self, batch: Batch, generator: torch.Generator, levels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Mean squared error of the prediction. ``levels`` (one noise level in [0, 1) per
+        image) fixes the timesteps and takes the posterior mean: the fixed-batch loss."""
         import torch
         import torch.nn.functional as F
 
         recipe = self.recipe
-        latents = self.draw_latents(batch, generator)
+        latents = self.draw_latents(batch, generator, mean=levels is not None)
         n = latents.shape[0]
         noise = torch.randn(latents.shape, generator=generator)
         if recipe.noise_offset:
@@ -123,7 +134,11 @@ class UNetObjective(_Common):
             )
         noise = noise.to(self.device)
         steps = self.scheduler.config.num_train_timesteps
-        timesteps = torch.randint(0, steps, (n,), generator=generator).to(self.device)
+        if levels is None:
+            timesteps = torch.randint(0, steps, (n,), generator=generator)
+        else:
+            timesteps = (levels * steps).long().clamp(0, steps - 1)
+        timesteps = timesteps.to(self.device)
         noisy = self.scheduler.add_noise(latents, noise, timesteps)
         text = self.text_for(batch)
         dtype = self.model.weight_dtype
@@ -232,15 +247,19 @@ class FluxObjective(_Common):
             s = math.exp(mu) / (math.exp(mu) + (1 / s - 1))
         return s
 
-    def loss(self, batch: Batch, generator: torch.Generator) -> torch.Tensor:
+    def loss(
+        self, batch: Batch, generator: torch.Generator, levels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Flow-matching loss; ``levels`` fixes the noise levels (see UNetObjective.loss)."""
         import torch
         import torch.nn.functional as F
         from diffusers import FluxPipeline
 
-        latents = self.draw_latents(batch, generator)
+        latents = self.draw_latents(batch, generator, mean=levels is not None)
         n, c, h, w = latents.shape
         noise = torch.randn(latents.shape, generator=generator).to(self.device)
-        sigmas = self.sigmas(n, (h, w), generator).to(self.device)
+        sigmas = self.sigmas(n, (h, w), generator) if levels is None else levels
+        sigmas = sigmas.to(self.device)
         s = sigmas.view(-1, 1, 1, 1)
         noisy = (1.0 - s) * latents + s * noise
         dtype = self.model.weight_dtype

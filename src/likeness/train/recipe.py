@@ -19,6 +19,7 @@ import dataclasses
 import hashlib
 import json
 import re
+import textwrap
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -424,8 +425,11 @@ def example_toml(recipe: TrainRecipe) -> str:
     ]
     for f in dataclasses.fields(recipe):
         if f.name in _SECTIONS:
-            lines += ["", f"# -- {_SECTIONS[f.name]} " + "-" * (60 - len(_SECTIONS[f.name]))]
-        lines.append(f"# {FIELD_NOTES[f.name]}")
+            title = _SECTIONS[f.name]
+            lines += ["", f"# -- {title} " + "-" * (90 - len(title))]
+        lines += textwrap.wrap(
+            FIELD_NOTES[f.name], width=98, initial_indent="# ", subsequent_indent="# "
+        )
         lines.append(tomli_w.dumps({f.name: _plain(getattr(recipe, f.name))}).rstrip("\n"))
     return "\n".join(lines) + "\n"
 

@@ -68,6 +68,8 @@ class TrainResult:
     warnings: tuple[str, ...]
     seconds: float
     steps_per_s: float | None
+    already_trained: bool = False
+    """True when a finished run of the same recipe was found and nothing was trained."""
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -88,13 +90,17 @@ def train_lora(
     notify: Notify | None = None,
     save_lora: SaveLora | None = None,
     register_lora: Callable[..., int] | None = None,
+    again: bool = False,
+    config: str | Path | None = None,
 ) -> TrainResult:
     """Train (or resume) the LoRA ``recipe`` describes; see the module docstring.
 
     ``save_lora`` writes a kohya file (default :func:`likeness.train.kohya.save_kohya_lora`);
     ``register_lora`` records it in the LoRA list (default
     :func:`likeness.store.loras.record_lora`). Raises :class:`TrainError` before any work
-    when an input is wrong, :class:`~likeness.train.loop.Diverged` on NaN/inf.
+    when an input is wrong, :class:`~likeness.train.loop.Diverged` on NaN/inf. A recipe
+    already trained to the end is reported, not trained again, unless ``again``. ``config``
+    is the config folder of a single-file checkpoint that is not a real SDXL/SD1.5.
     """
     say = notify or (lambda _line: None)
     hooks = hooks or TrainHooks()
@@ -111,7 +117,10 @@ def train_lora(
             version,
             make_buckets(recipe.resolution, recipe.bucket_step, enabled=recipe.aspect_buckets),
         )
-    except (RecipeError, EngineCannotHonour, DatasetError, DataError) as exc:
+        from likeness.engines.diffusers.device import choose_device
+
+        device = choose_device(device)
+    except (RecipeError, EngineCannotHonour, DatasetError, DataError, ValueError) as exc:
         raise TrainError(str(exc)) from None
     warnings = list(recipe.warnings())
     trigger_advice = check_trigger(version.trigger) if version.trigger else None
@@ -133,7 +142,10 @@ def train_lora(
             f"warmup_steps: {recipe.warmup_steps} must be less than the {total} steps of "
             f"{recipe.epochs} epochs; lower it"
         )
-    # 2. The job and its run.
+    # 2. The job and its run (a finished run of this recipe is the answer, unless again).
+    finished = store.finished_run(ws.db, recipe.recipe_hash())
+    if finished is not None and not again:
+        return _finished_result(ws, finished, warnings)
     job = start_job(
         ws.db,
         JOB_KIND,
@@ -186,6 +198,7 @@ def train_lora(
             register_lora=register_lora,
             warnings=warnings,
             began=began,
+            config=config,
         )
     except Diverged as exc:
         store.finish_run(ws.db, run.id, "diverged", error=str(exc))
@@ -219,6 +232,7 @@ def _train(
     register_lora: Callable[..., int] | None,
     warnings: list[str],
     began: float,
+    config: str | Path | None,
 ) -> TrainResult:
     from accelerate import Accelerator
 
@@ -241,7 +255,11 @@ def _train(
     accelerator = Accelerator(mixed_precision=recipe.mixed_precision, cpu=device == "cpu")
     say(f"loading {recipe.model}")
     model = load_train_model(
-        recipe, source, accelerator.device, lora_seed=step_seed(recipe.seed, "lora-init")
+        recipe,
+        source,
+        accelerator.device,
+        lora_seed=step_seed(recipe.seed, "lora-init"),
+        config=config,
     )
     objective = make_objective(model, recipe)
     # 5. The cache.
@@ -337,6 +355,26 @@ def _train(
         warnings=tuple(warnings),
         seconds=time.perf_counter() - began,
         steps_per_s=(total - start) / seconds if seconds > 0 and total > start else None,
+    )
+
+
+def _finished_result(ws: Workspace, run: store.TrainRun, warnings: list[str]) -> TrainResult:
+    return TrainResult(
+        run_id=run.id,
+        job_id=run.job_id,
+        state=run.state,
+        resumed_from=None,
+        steps=run.step,
+        total_steps=run.total_steps,
+        output_dir=run.output_dir,
+        final_lora=run.final_lora,
+        checkpoints=tuple(c.to_dict() for c in store.list_checkpoints(ws.db, run.id)),
+        cache=run.cache_stats,
+        skipped=run.skipped,
+        warnings=tuple(warnings),
+        seconds=0.0,
+        steps_per_s=None,
+        already_trained=True,
     )
 
 

@@ -11,6 +11,7 @@ keep them. The VAE stays fp32: SDXL's VAE overflows in half precision.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from likeness.engines.diffusers.loading import (
@@ -100,17 +101,23 @@ def resolve_base_model(recipe: TrainRecipe, *, allow_pickle: bool = False) -> Mo
 
 
 def load_train_model(
-    recipe: TrainRecipe, source: ModelSource, device: Any, *, lora_seed: int
+    recipe: TrainRecipe,
+    source: ModelSource,
+    device: Any,
+    *,
+    lora_seed: int,
+    config: str | Path | None = None,
 ) -> TrainModel:
     """Load the base model on ``device`` in the training dtype, frozen, with LoRA layers.
 
     ``lora_seed`` seeds the LoRA initialisation (kaiming-uniform A, zero B), so a run starts
-    from the same weights wherever it runs.
+    from the same weights wherever it runs. ``config`` replaces the shipped config folder of
+    a single-file checkpoint whose architecture is not the real one (tiny test models).
     """
     import torch
 
     weight_dtype = getattr(torch, WEIGHT_DTYPES[recipe.mixed_precision])
-    pipe = load_pipeline(source, device="cpu", dtype=weight_dtype)
+    pipe = load_pipeline(source, device="cpu", dtype=weight_dtype, config=config)
     for component in pipe.components.values():
         if isinstance(component, torch.nn.Module):
             component.requires_grad_(False)

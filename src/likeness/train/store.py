@@ -55,6 +55,7 @@ class Checkpoint:
     path: str
     sha256: str
     loss: float | None
+    fixed_loss: float | None
     lora_id: int | None
     metrics: dict[str, Any] | None
     created_at: str
@@ -85,6 +86,18 @@ def find_run(conn: sqlite3.Connection, job_id: int) -> TrainRun | None:
 def get_run(conn: sqlite3.Connection, run_id: int) -> TrainRun | None:
     row = conn.execute("SELECT * FROM train_runs WHERE id = ?", (run_id,)).fetchone()
     return _run(row) if row else None
+
+
+def finished_run(conn: sqlite3.Connection, recipe_hash: str) -> TrainRun | None:
+    """The latest run of this recipe that trained to the end and whose LoRA file is there."""
+    for row in conn.execute(
+        "SELECT * FROM train_runs WHERE recipe_hash = ? AND state = 'done' ORDER BY id DESC",
+        (recipe_hash,),
+    ):
+        run = _run(row)
+        if run.final_lora and Path(run.final_lora).is_file():
+            return run
+    return None
 
 
 def list_runs(conn: sqlite3.Connection, *, dataset_version_id: int | None = None) -> list[TrainRun]:
@@ -165,6 +178,7 @@ def record_checkpoint(
     sha256: str,
     loss: float | None,
     losses: Iterable[tuple[int, float, float]],
+    fixed_loss: float | None = None,
     lora_id: int | None = None,
 ) -> int:
     """Record a checkpoint and the losses (step, loss, lr) since the previous one, and move
@@ -176,11 +190,12 @@ def record_checkpoint(
             [(run_id, s, loss_value, lr) for s, loss_value, lr in losses],
         )
         conn.execute(
-            "INSERT INTO train_checkpoints (run_id, step, path, sha256, loss, lora_id, "
-            "created_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, step) DO UPDATE SET "
-            "path = excluded.path, sha256 = excluded.sha256, loss = excluded.loss, "
+            "INSERT INTO train_checkpoints (run_id, step, path, sha256, loss, fixed_loss, "
+            "lora_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, step) "
+            "DO UPDATE SET path = excluded.path, sha256 = excluded.sha256, "
+            "loss = excluded.loss, fixed_loss = excluded.fixed_loss, "
             "lora_id = COALESCE(excluded.lora_id, lora_id)",
-            (run_id, step, path, sha256, loss, lora_id, utc_now()),
+            (run_id, step, path, sha256, loss, fixed_loss, lora_id, utc_now()),
         )
         conn.execute("UPDATE train_runs SET step = MAX(step, ?) WHERE id = ?", (step, run_id))
         row = conn.execute(

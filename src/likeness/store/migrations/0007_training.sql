@@ -37,6 +37,7 @@ CREATE TABLE train_checkpoints (
     path       TEXT NOT NULL,
     sha256     TEXT NOT NULL,
     loss       REAL,  -- mean training loss since the previous checkpoint
+    fixed_loss REAL,  -- loss on a fixed batch (fixed images, noise and levels): falls as it fits
     lora_id    INTEGER,
     metrics    TEXT,  -- JSON, NULL until judged
     created_at TEXT NOT NULL,
