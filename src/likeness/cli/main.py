@@ -18,12 +18,14 @@ from likeness.cli import (
     init,
     jobs,
     loop,
+    lora,
     recipe,
     refs,
     review,
     score,
     sweep,
     train,
+    train_export,
 )
 
 app = typer.Typer(
@@ -77,6 +79,8 @@ app.add_typer(review.app, name="review")
 app.command("sweep")(sweep.sweep)
 app.add_typer(card.app, name="card")
 app.command("loop")(loop.loop)
+app.add_typer(lora.app, name="lora")
+train.app.command("export-config")(train_export.export_config)
 app.add_typer(train.app, name="train")
 
 

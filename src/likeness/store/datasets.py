@@ -7,6 +7,7 @@ version N as its parent.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import sqlite3
@@ -175,6 +176,18 @@ def get_version(conn: sqlite3.Connection, name: str, version: int | None = None)
         )
     )
     return _version(row, items, len(items))
+
+
+def version_sha256(version: DatasetVersion) -> str:
+    r"""The content hash of a version: sha256 of its items, one ``<image sha256>\t<caption>\n``
+    line each, sorted by image hash. Equal images and captions give an equal hash, whatever
+    the name or number; a LoRA's metadata carries it to say what exactly it was trained on."""
+    if len(version.items) != version.count:
+        raise ValueError(f"{version.ref}: load the version with its items to hash it")
+    lines = "".join(
+        f"{i.image_sha}\t{i.caption}\n" for i in sorted(version.items, key=lambda i: i.image_sha)
+    )
+    return hashlib.sha256(lines.encode("utf-8")).hexdigest()
 
 
 def resolve(conn: sqlite3.Connection, ref: str) -> DatasetVersion:

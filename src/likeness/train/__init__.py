@@ -1,4 +1,4 @@
-"""LoRA training on diffusers + peft + accelerate, and the files it writes.
+"""Training character LoRAs and writing them as files other tools load.
 
 - :mod:`likeness.train.recipe`: the train recipe (TOML, validated, with a commented example).
 - :mod:`likeness.train.data`: a dataset version as training items, aspect-ratio buckets, order.
@@ -10,4 +10,7 @@
 - :mod:`likeness.train.store`: train runs, checkpoints and losses in the database.
 - :mod:`likeness.train.loop`: the training loop (NaN guard, checkpoints, samples, hooks).
 - :mod:`likeness.train.run`: the job that composes them: ``train_lora(ws, recipe)``.
+- :mod:`likeness.train.kohya`: LoRA files in kohya format, with ``ss_*`` metadata.
+- :mod:`likeness.train.lora_files`: what a LoRA file holds; adding one trained elsewhere.
+- :mod:`likeness.train.export_config`: dataset and job configs for kohya and ai-toolkit.
 """

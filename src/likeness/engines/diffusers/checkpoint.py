@@ -225,3 +225,100 @@ def save_single_file(pipe: Any, path: str | Path) -> Path:
     state = {k: v.detach().contiguous() for k, v in pipeline_to_original(pipe).items()}
     save_file(state, str(path))
     return Path(path)
+
+
+# FLUX: diffusers FluxTransformer2DModel module -> (original BFL module, part of a fused
+# weight). The original layout fuses q/k/v (double blocks) and q/k/v/mlp (single blocks'
+# linear1) into one weight; a part index says which slice, in concatenation order.
+_FLUX_DOUBLE = {
+    "attn.to_q": ("img_attn.qkv", 0),
+    "attn.to_k": ("img_attn.qkv", 1),
+    "attn.to_v": ("img_attn.qkv", 2),
+    "attn.add_q_proj": ("txt_attn.qkv", 0),
+    "attn.add_k_proj": ("txt_attn.qkv", 1),
+    "attn.add_v_proj": ("txt_attn.qkv", 2),
+    "attn.to_out.0": ("img_attn.proj", None),
+    "attn.to_add_out": ("txt_attn.proj", None),
+    "norm1.linear": ("img_mod.lin", None),
+    "norm1_context.linear": ("txt_mod.lin", None),
+    "ff.net.0.proj": ("img_mlp.0", None),
+    "ff.net.2": ("img_mlp.2", None),
+    "ff_context.net.0.proj": ("txt_mlp.0", None),
+    "ff_context.net.2": ("txt_mlp.2", None),
+}
+_FLUX_SINGLE = {
+    "attn.to_q": ("linear1", 0),
+    "attn.to_k": ("linear1", 1),
+    "attn.to_v": ("linear1", 2),
+    "proj_mlp": ("linear1", 3),
+    "proj_out": ("linear2", None),
+    "norm.linear": ("modulation.lin", None),
+}
+_FLUX_TOP = {
+    "x_embedder": "img_in",
+    "context_embedder": "txt_in",
+    "time_text_embed.timestep_embedder.linear_1": "time_in.in_layer",
+    "time_text_embed.timestep_embedder.linear_2": "time_in.out_layer",
+    "time_text_embed.text_embedder.linear_1": "vector_in.in_layer",
+    "time_text_embed.text_embedder.linear_2": "vector_in.out_layer",
+    "time_text_embed.guidance_embedder.linear_1": "guidance_in.in_layer",
+    "time_text_embed.guidance_embedder.linear_2": "guidance_in.out_layer",
+    "proj_out": "final_layer.linear",
+    "norm_out.linear": "final_layer.adaLN_modulation.1",  # shift/scale halves swapped
+}
+
+
+def flux_module_to_original(name: str) -> tuple[str, int | None]:
+    """Map a diffusers FLUX transformer Linear module path to the original (BFL) layout.
+
+    Returns the original module path and, for a slice of a fused weight, the part index:
+    ``transformer_blocks.0.attn.to_k`` -> (``double_blocks.0.img_attn.qkv``, 1);
+    ``single_transformer_blocks.3.proj_mlp`` -> (``single_blocks.3.linear1``, 3).
+    """
+    if name in _FLUX_TOP:
+        return _FLUX_TOP[name], None
+    m = re.fullmatch(r"(single_)?transformer_blocks\.(\d+)\.(.+)", name)
+    if m:
+        table, prefix = (
+            (_FLUX_SINGLE, "single_blocks") if m.group(1) else (_FLUX_DOUBLE, "double_blocks")
+        )
+        if m.group(3) in table:
+            module, part = table[m.group(3)]
+            return f"{prefix}.{m.group(2)}.{module}", part
+    raise KeyError(f"flux transformer module {name!r} has no original-layout counterpart")
+
+
+def flux_to_original(state: dict[str, Any]) -> dict[str, Any]:
+    """FLUX transformer state dict (diffusers keys) -> original BFL keys (fused q/k/v/mlp,
+    ``*.scale`` RMS norms, swapped final modulation), without a prefix."""
+    import torch
+
+    norms = {
+        "attn.norm_q": "img_attn.norm.query_norm",
+        "attn.norm_k": "img_attn.norm.key_norm",
+        "attn.norm_added_q": "txt_attn.norm.query_norm",
+        "attn.norm_added_k": "txt_attn.norm.key_norm",
+    }
+    out: dict[str, Any] = {}
+    fused: dict[str, dict[int, Any]] = {}
+    for key, value in state.items():
+        module, _, param = key.rpartition(".")
+        m = re.fullmatch(r"(single_)?transformer_blocks\.(\d+)\.(attn\.norm_\w+)", module)
+        if m:
+            block = f"{'single_blocks' if m.group(1) else 'double_blocks'}.{m.group(2)}"
+            norm = norms[m.group(3)]
+            if m.group(1):
+                norm = norm.removeprefix("img_attn.")
+            out[f"{block}.{norm}.scale"] = value
+            continue
+        original, part = flux_module_to_original(module)
+        if module == "norm_out.linear":
+            scale, shift = value.chunk(2, dim=0)  # diffusers (scale, shift), BFL (shift, scale)
+            value = torch.cat([shift, scale], dim=0)
+        if part is None:
+            out[f"{original}.{param}"] = value
+        else:
+            fused.setdefault(f"{original}.{param}", {})[part] = value
+    for key, parts in fused.items():
+        out[key] = torch.cat([parts[i] for i in sorted(parts)], dim=0)
+    return out

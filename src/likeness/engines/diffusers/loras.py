@@ -25,8 +25,9 @@ KOHYA_DIFFUSERS = "kohya (diffusers block names)"
 DIFFUSERS = "diffusers"
 
 
-def safetensors_keys(path: Path) -> list[str]:
-    """Tensor names of a ``.safetensors`` file, read from its header only."""
+def safetensors_header(path: Path) -> dict[str, Any]:
+    """The JSON header of a ``.safetensors`` file: ``{name: {dtype, shape, data_offsets}}``
+    plus ``__metadata__`` (str -> str) when present. The tensors are not read."""
     with open(path, "rb") as fh:
         head = fh.read(8)
         if len(head) != 8:
@@ -35,7 +36,14 @@ def safetensors_keys(path: Path) -> list[str]:
         if length > 100_000_000:
             raise ValueError("header too large")
         header = json.loads(fh.read(length))
-    return [k for k in header if k != "__metadata__"]
+    if not isinstance(header, dict):
+        raise ValueError("header is not a JSON object")
+    return header
+
+
+def safetensors_keys(path: Path) -> list[str]:
+    """Tensor names of a ``.safetensors`` file, read from its header only."""
+    return [k for k in safetensors_header(path) if k != "__metadata__"]
 
 
 def lora_format(keys: list[str]) -> str | None:
