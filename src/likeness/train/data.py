@@ -12,8 +12,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import sqlite3
 from collections.abc import Sequence
@@ -22,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from likeness.store.datasets import DatasetVersion
+from likeness.store.datasets import DatasetVersion, version_sha256
 
 Bucket = tuple[int, int]
 """(width, height) in pixels."""
@@ -48,6 +46,7 @@ class TrainData:
     skipped: tuple[str, ...]
     """sha256s of version items whose image is excluded now (near duplicates)."""
     dataset_sha256: str
+    """The version's content hash (:func:`likeness.store.datasets.version_sha256`)."""
 
     def captions(self) -> list[str]:
         """Distinct captions, sorted, plus the empty caption (for caption dropout)."""
@@ -59,13 +58,6 @@ class TrainData:
 
 class DataError(ValueError):
     """The dataset version cannot be trained on; the message says why and what to do."""
-
-
-def dataset_sha256(version: DatasetVersion) -> str:
-    """Content hash of a dataset version: its (image sha256, caption) pairs, sorted."""
-    pairs = sorted([item.image_sha, item.caption] for item in version.items)
-    blob = json.dumps(pairs, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    return hashlib.sha256(blob).hexdigest()
 
 
 def make_buckets(resolution: int, step: int, *, enabled: bool = True) -> list[Bucket]:
@@ -115,7 +107,7 @@ def load_items(
             f"{version.ref} has no image left to train on ({len(skipped)} excluded as "
             "duplicates); make a new version with `likeness dataset create`"
         )
-    return TrainData(tuple(items), tuple(skipped), dataset_sha256(version))
+    return TrainData(tuple(items), tuple(skipped), version_sha256(version))
 
 
 def crop_to_bucket(image: Image.Image, bucket: Bucket) -> tuple[Image.Image, tuple[int, int]]:

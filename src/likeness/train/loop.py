@@ -339,9 +339,9 @@ class Trainer:
             rank=recipe.rank,
             alpha=recipe.alpha,
             steps=int(info["step"]),
-            dataset=recipe.dataset,
+            dataset=recipe.dataset_name,
             dataset_version=recipe.dataset_version,
-            source="likeness-train",
+            source="trained",
             train_run=self.run_id,
             metadata=self.metadata(int(info["step"])),
         )

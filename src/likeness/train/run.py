@@ -26,6 +26,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,6 @@ from likeness.train.recipe import TrainRecipe
 from likeness.workspace import Workspace, check_trigger
 
 JOB_KIND = "train"
-BASE_MODEL_VERSIONS = {"sdxl": "sdxl_base_v1-0", "sd15": "sd_v1", "flux": "flux1"}
 Notify = Callable[[str], None]
 """Receives one-line notices (warnings, what the run is doing)."""
 
@@ -182,7 +182,7 @@ def train_lora(
         result = _train(
             ws,
             recipe,
-            run.id,
+            run,
             run_dir,
             total,
             data,
@@ -215,7 +215,7 @@ def train_lora(
 def _train(
     ws: Workspace,
     recipe: TrainRecipe,
-    run_id: int,
+    run: store.TrainRun,
     run_dir: Path,
     total: int,
     data: Any,
@@ -242,6 +242,9 @@ def _train(
     from likeness.train.objectives import make_objective
     from likeness.train.optim import build_optimizer, build_scheduler
     from likeness.train.setup import load_train_model
+
+    run_id = run.id
+    started_at = datetime.fromisoformat(run.created_at).timestamp()
 
     # 3. A ComfyUI server on the same GPU holds about 8 GB: ask it to let go.
     if comfy_url:
@@ -314,7 +317,14 @@ def _train(
         run_dir=run_dir,
         total_steps=total,
         save_lora=save_lora or _default_save_lora(),
-        metadata=lambda step: lora_metadata(recipe, version, data, step),
+        metadata=lambda step: lora_metadata(
+            recipe,
+            version,
+            data,
+            step,
+            base_model_sha256=run.base_model_sha256,
+            started_at=started_at,
+        ),
         hooks=_with_job(hooks, job),
         sample_texts=[texts[p] for p in sample_prompts] + [texts[""]],
         register_lora=register_lora or _default_register(),
@@ -383,28 +393,51 @@ def run_folder(ws: Workspace, run_id: int, recipe: TrainRecipe) -> Path:
     return ws.root / "training" / f"run-{run_id}-{recipe.output_name}"
 
 
-def lora_metadata(recipe: TrainRecipe, version: Any, data: Any, step: int) -> dict[str, str]:
-    """kohya-style ``ss_*`` metadata of a checkpoint, plus the dataset version and trigger."""
-    return {
-        "ss_base_model_version": BASE_MODEL_VERSIONS[recipe.family],
-        "ss_network_module": "networks.lora",
-        "ss_network_dim": str(recipe.rank),
-        "ss_network_alpha": str(recipe.alpha),
-        "ss_steps": str(step),
-        "ss_max_train_steps": str(recipe.steps or ""),
-        "ss_resolution": f"({recipe.resolution}, {recipe.resolution})",
-        "ss_output_name": recipe.output_name,
-        "ss_learning_rate": str(recipe.learning_rate),
-        "ss_lr_warmup_steps": str(recipe.warmup_steps),
-        "ss_mixed_precision": recipe.mixed_precision,
-        "ss_seed": str(recipe.seed),
-        "ss_num_train_images": str(len(data.items)),
-        "ss_caption_dropout_rate": str(recipe.caption_dropout),
-        "ss_noise_offset": str(recipe.noise_offset),
-        "likeness_dataset": version.ref,
-        "likeness_dataset_sha256": data.dataset_sha256,
-        "trigger": version.trigger,
-    }
+def lora_metadata(
+    recipe: TrainRecipe,
+    version: Any,
+    data: Any,
+    step: int,
+    *,
+    base_model_sha256: str | None,
+    started_at: float,
+) -> dict[str, str]:
+    """kohya-style ``ss_*``/``modelspec.*`` metadata of a checkpoint, with the dataset
+    version, its hash and the trigger (:func:`likeness.train.kohya.kohya_metadata`)."""
+    from likeness.train.kohya import kohya_metadata
+
+    return kohya_metadata(
+        base_model=recipe.model,
+        base_model_sha256=base_model_sha256,
+        family=recipe.family,
+        rank=recipe.rank,
+        alpha=recipe.alpha,
+        steps=step,
+        resolution=recipe.resolution,
+        trigger=version.trigger,
+        dataset=version.ref,
+        dataset_sha256=data.dataset_sha256,
+        output_name=recipe.output_name,
+        training_started_at=started_at,
+        max_train_steps=recipe.steps or None,
+        num_epochs=recipe.epochs or None,
+        learning_rate=recipe.learning_rate,
+        text_encoder_lr=recipe.te_learning_rate if recipe.train_text_encoder else None,
+        lr_scheduler=recipe.lr_schedule,
+        lr_warmup_steps=recipe.warmup_steps,
+        optimizer=recipe.optimizer,
+        mixed_precision=recipe.mixed_precision,
+        seed=recipe.seed,
+        num_train_images=len(data.items),
+        batch_size_per_device=recipe.batch,
+        gradient_accumulation_steps=recipe.gradient_accumulation,
+        gradient_checkpointing=recipe.gradient_checkpointing,
+        caption_dropout_rate=recipe.caption_dropout,
+        noise_offset=recipe.noise_offset or None,
+        network_dropout=recipe.lora_dropout or None,
+        enable_bucket=recipe.aspect_buckets,
+        likeness_recipe_hash=recipe.recipe_hash(),
+    )
 
 
 def free_comfyui(url: str) -> str | None:
