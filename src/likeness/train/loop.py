@@ -137,7 +137,9 @@ class Trainer:
     hooks: TrainHooks = field(default_factory=TrainHooks)
     register_lora: Callable[..., int] | None = None
     """``record_lora(conn, **lineage) -> id``: the workspace's LoRA list; None to skip."""
+    sample_prompts: list[str] = field(default_factory=list)
     sample_texts: list[dict[str, Any]] = field(default_factory=list)
+    """Cached embeddings of ``sample_prompts``, then of the empty prompt (the negative)."""
     last_good: int | None = None
     pending: list[list[float]] = field(default_factory=list)
     skipped_updates: int = 0
@@ -397,13 +399,18 @@ class Trainer:
         folder = self.run_dir / "samples"
         folder.mkdir(parents=True, exist_ok=True)
         written = []
-        empty = self.sample_texts[-1]
         size = (self.recipe.resolution, self.recipe.resolution)
         for module in self.model.trained.values():
             module.eval()
         try:
             with torch.no_grad(), self.accelerator.autocast():
-                for i, text in enumerate(self.sample_texts[:-1]):
+                texts = self.sample_texts
+                if self.texts is None:  # the text encoders train: encode with them as they are
+                    texts = [self.objective.encode_text([p]) for p in self.sample_prompts]
+                    texts = [{k: v[0] for k, v in t.items()} for t in texts]
+                    texts.append(self.sample_texts[-1])
+                empty = texts[-1]
+                for i, text in enumerate(texts[:-1]):
                     generator = torch.Generator().manual_seed(self.recipe.seed + i)
                     image = self.objective.sample(text, empty, size, generator)
                     path = folder / f"step{step:06d}-{i:02d}.png"

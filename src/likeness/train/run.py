@@ -120,6 +120,10 @@ def train_lora(
         from likeness.engines.diffusers.device import choose_device
 
         device = choose_device(device)
+        if recipe.mixed_precision == "fp16" and device == "cpu":
+            raise RecipeError(
+                "mixed_precision", "fp16", "needs a GPU; on the CPU use 'bf16' or 'no'"
+            )
     except (RecipeError, EngineCannotHonour, DatasetError, DataError, ValueError) as exc:
         raise TrainError(str(exc)) from None
     warnings = list(recipe.warnings())
@@ -265,6 +269,7 @@ def _train(
         config=config,
     )
     objective = make_objective(model, recipe)
+    say(f"loaded {type(model.pipe).__name__} on {model.device}")
     # 5. The cache.
     cache = TrainCache(ws.root / "cache" / "train")
     vae_hash = store.component_hash(ws.db, recipe.model, ["vae"])
@@ -326,6 +331,7 @@ def _train(
             started_at=started_at,
         ),
         hooks=_with_job(hooks, job),
+        sample_prompts=sample_prompts,
         sample_texts=[texts[p] for p in sample_prompts] + [texts[""]],
         register_lora=register_lora or _default_register(),
     )

@@ -118,6 +118,20 @@ def load_train_model(
 
     weight_dtype = getattr(torch, WEIGHT_DTYPES[recipe.mixed_precision])
     pipe = load_pipeline(source, device="cpu", dtype=weight_dtype, config=config)
+    return prepare_train_model(pipe, source, recipe, device, lora_seed=lora_seed)
+
+
+def prepare_train_model(
+    pipe: Any, source: ModelSource, recipe: TrainRecipe, device: Any, *, lora_seed: int
+) -> TrainModel:
+    """Freeze a loaded pipeline, inject the LoRA layers, move it to ``device``.
+
+    The pipeline's weights are in the training dtype already; the VAE goes to fp32 and the
+    LoRA weights stay fp32.
+    """
+    import torch
+
+    weight_dtype = getattr(torch, WEIGHT_DTYPES[recipe.mixed_precision])
     for component in pipe.components.values():
         if isinstance(component, torch.nn.Module):
             component.requires_grad_(False)
