@@ -1,5 +1,5 @@
-"""`kill -9` mid-training, then the same command: the run resumes from its last checkpoint and
-ends with the weights of an uninterrupted run. An injected NaN stops within one step and the
+"""`kill -9` mid-training (a subprocess), then the same command: the run resumes from its last
+checkpoint and ends with the weights of an uninterrupted run. An injected NaN stops within one step and the
 last good checkpoint stays as it was."""
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
+from typer.testing import CliRunner
 
+from likeness.cli.main import app
 from likeness.train import store
 from likeness.train.loop import Diverged, TrainHooks
 from likeness.train.recipe import write_example
@@ -64,6 +66,7 @@ def test_sigkill_then_the_same_command_resumes_and_matches_an_uninterrupted_run(
     killed_root = tmp_path / "killed"
     shutil.copytree(template_ws.root, killed_root)
     command = [sys.executable, "-m", "likeness", "-w", str(killed_root), "train", str(recipe_file)]
+    assert command[3:5] == ["-w", str(killed_root)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "120"}
 
     # 1. Start, wait for the first checkpoint, kill without warning.
@@ -77,11 +80,9 @@ def test_sigkill_then_the_same_command_resumes_and_matches_an_uninterrupted_run(
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the kill must land before the run ends"
 
-    # 2. The same command again resumes from the last checkpoint and finishes.
-    rerun = subprocess.run(
-        [*command, "--json"], capture_output=True, text=True, env=env, timeout=300
-    )
-    assert rerun.returncode == 0, rerun.stderr
+    # 2. The same command again (here in this process) resumes from the last checkpoint.
+    rerun = CliRunner().invoke(app, [*command[3:], "--json"])
+    assert rerun.exit_code == 0, rerun.output
     resumed = json.loads(rerun.stdout)
     assert resumed["resumed_from"] in (4, 8, 12)
     assert "resuming run" in rerun.stderr

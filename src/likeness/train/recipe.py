@@ -168,6 +168,7 @@ class TrainRecipe:
             raise RecipeError(source, "", f"is not valid TOML ({exc}); fix the syntax") from exc
         return cls.from_dict(data)
 
+    # Copied from likeness.recipes.Recipe.from_toml_file (the missing-file hint differs).
     @classmethod
     def from_toml_file(cls, path: str | Path) -> TrainRecipe:
         path = Path(path)
