@@ -121,6 +121,21 @@ def test_train_file_that_does_not_exist_names_train_new(tmp_path, workspace):
     assert "likeness train new" in result.output
 
 
+def test_a_recipe_that_cannot_run_is_one_line_naming_the_field(tmp_path, workspace):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(
+        TrainRecipe(model=str(tmp_path / "nope.safetensors"), dataset="mara@v1").to_toml()
+    )
+    runner = CliRunner()
+    result = runner.invoke(app, ["-w", str(workspace.root), "train", str(recipe)])
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1 and "no dataset mara@v1" in result.stderr
+    other = tmp_path / "bad.toml"
+    other.write_text('rank = "high"\n')
+    result = runner.invoke(app, ["-w", str(workspace.root), "train", "run", str(other)])
+    assert result.exit_code == 2 and "rank" in result.stderr and "whole number" in result.stderr
+
+
 def test_docs_describe_every_recipe_field():
     text = DOCS.read_text(encoding="utf-8")
     for f in dataclasses.fields(TrainRecipe):

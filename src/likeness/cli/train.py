@@ -94,40 +94,44 @@ def run(
         fail(str(exc))
     with open_workspace(ctx) as ws:
         url = ws.settings.comfyui.url if comfy_url is None else comfy_url
-        with _step_bar() as bar:
-            task = bar.add_task("training", total=None, loss="", rate="", eta="")
+        bar = _step_bar()
+        task = bar.add_task("training", total=None, loss="", rate="", eta="")
 
-            def on_step(report: StepReport) -> None:
-                bar.update(
-                    task,
-                    completed=report.step,
-                    total=report.total,
-                    loss=f"loss {report.loss:.4f}",
-                    rate=f"{report.steps_per_s:.2f} it/s" if report.steps_per_s else "",
-                    eta=f"ETA {_duration(report.eta_s)}" if report.eta_s is not None else "",
+        def on_step(report: StepReport) -> None:
+            if not bar.live.is_started:  # the bar appears with the first step
+                bar.start()
+            bar.update(
+                task,
+                completed=report.step,
+                total=report.total,
+                loss=f"loss {report.loss:.4f}",
+                rate=f"{report.steps_per_s:.2f} it/s" if report.steps_per_s else "",
+                eta=f"ETA {_duration(report.eta_s)}" if report.eta_s is not None else "",
+            )
+
+        def notify(line: str) -> None:
+            bar.console.print(line, highlight=False, markup=False)
+
+        with resumable("the training run"):
+            try:
+                result = train_lora(
+                    ws,
+                    loaded,
+                    device=device,
+                    allow_pickle=allow_pickle,
+                    comfy_url=url or None,
+                    hooks=TrainHooks(on_step=on_step),
+                    notify=notify,
+                    again=again,
                 )
-
-            def notify(line: str) -> None:
-                bar.console.print(line, highlight=False, markup=False)
-
-            with resumable("the training run"):
-                try:
-                    result = train_lora(
-                        ws,
-                        loaded,
-                        device=device,
-                        allow_pickle=allow_pickle,
-                        comfy_url=url or None,
-                        hooks=TrainHooks(on_step=on_step),
-                        notify=notify,
-                        again=again,
-                    )
-                except TrainError as exc:
-                    fail(str(exc))
-                except Diverged as exc:
-                    bar.stop()
-                    err.print(f"[red]diverged:[/red] {exc}", highlight=False, markup=True)
-                    raise typer.Exit(1) from None
+            except TrainError as exc:
+                fail(str(exc))
+            except Diverged as exc:
+                _stop(bar)
+                err.print(f"[red]diverged:[/red] {exc}", highlight=False, markup=True)
+                raise typer.Exit(1) from None
+            finally:
+                _stop(bar)
     data = result.to_json()
     if as_json:
         print_json(data)
@@ -215,6 +219,11 @@ def _step_bar() -> Progress:
     )
 
 
+def _stop(bar: Progress) -> None:
+    if bar.live.is_started:
+        bar.stop()
+
+
 def _duration(seconds: float) -> str:
     seconds = int(seconds)
     hours, rest = divmod(seconds, 3600)
@@ -242,9 +251,9 @@ def _print_summary(data: dict[str, Any]) -> None:
         highlight=False,
     )
     for checkpoint in data["checkpoints"]:
-        loss = checkpoint["loss"]
+        loss, fixed = checkpoint["loss"], checkpoint["fixed_loss"]
         out.print(
             f"  step {checkpoint['step']:>6}  loss {'' if loss is None else f'{loss:.4f}'}  "
-            f"{checkpoint['path']}",
+            f"fixed-batch loss {'' if fixed is None else f'{fixed:.4f}'}  {checkpoint['path']}",
             highlight=False,
         )
