@@ -107,6 +107,7 @@ def render(engine, recipe) -> np.ndarray:
     return np.asarray(engine.generate(recipe, 1)[0].image(), dtype=np.float64)
 
 
+@pytest.mark.slow
 def test_file_reloads_in_the_engine_with_the_in_memory_output(trained):
     """The engine with the file = the engine's own pipeline with the in-memory peft layers
     copied in (same seed, prompt, scheduler), to one 8-bit level; both differ from the base."""
@@ -209,13 +210,12 @@ def lora_modules(path: Path) -> dict[str, dict[str, Any]]:
     return modules
 
 
+@pytest.mark.parametrize("trained", ["sdxl", "sd15"], indirect=True)
 def test_sdxl_and_sd15_names_are_weights_of_the_single_file_checkpoint(trained):
     """ComfyUI's model_lora_keys_unet maps ``lora_unet_`` + an original-layout weight path with
     '.' -> '_' (SD1.5 files name the diffusers path, which its unet_to_diffusers maps to the
     same weights). Every name must be such a weight of this model's single-file checkpoint,
     and that weight must be the one the LoRA was trained on (same values)."""
-    if trained.family == "flux":
-        pytest.skip("FLUX: see the test against the original FLUX layout")
     base = BUILDERS[trained.family](0)
     original = pipeline_to_original(base)  # what checkpoint.py writes as the single file
     unet_keys = {k.removeprefix("model.diffusion_model.").removesuffix(".weight"): k
@@ -309,13 +309,12 @@ def comfy_flux_map(original: dict[str, Any]) -> dict[str, tuple[str, tuple[int, 
     return out
 
 
+@pytest.mark.parametrize("trained", ["flux"], indirect=True)
 def test_flux_names_are_the_diffusers_names_comfyui_maps_onto_original_weights(trained):
     """Every ``transformer.*`` name maps, by ComfyUI's map re-derived from the original FLUX key
     names, to a weight (or a slice of a fused q/k/v/mlp weight) of the original layout; that
     slice holds exactly the weight the LoRA was trained on. CLIP-L names are the ones ComfyUI's
     model_lora_keys_clip maps for clip_l (``text_encoder.text_model.encoder.layers.N.*``)."""
-    if trained.family != "flux":
-        pytest.skip("SDXL/SD1.5: see the single-file test")
     base = BUILDERS["flux"](0)
     original = flux_to_original(base.transformer.state_dict())
     assert "double_blocks.0.img_attn.qkv.weight" in original
@@ -411,3 +410,30 @@ def test_metadata_extra_keys_and_families():
     with pytest.raises(ValueError, match="family"):
         kohya_metadata(base_model="m", base_model_sha256=None, family="sd3", rank=1, alpha=1,
                        steps=1, resolution=64, trigger="", dataset="d@v1", dataset_sha256="")  # fmt: skip
+
+
+@pytest.mark.parametrize("layers_per_block", [1, 3])
+def test_names_follow_the_model_config(tmp_path, layers_per_block):
+    """Another block depth gives other names, each still a weight of that model's single-file
+    layout: the names come from the model, not from a table of SDXL names."""
+    from diffusers import UNet2DConditionModel
+
+    from likeness.engines.diffusers.checkpoint import unet_to_original
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(16, 32, 32), layers_per_block=layers_per_block, sample_size=8,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=16, attention_head_dim=4, norm_num_groups=8,
+    )  # fmt: skip
+    weights = {k.removeprefix("model.diffusion_model.").removesuffix(".weight").replace(".", "_")
+               for k in unet_to_original(unet.state_dict(), unet.config) if k.endswith(".weight")}  # fmt: skip
+    unet.add_adapter(LoraConfig(r=2, lora_alpha=2, target_modules=["to_q", "conv1", "conv"]))
+    path = save_kohya_lora(tmp_path / "l.safetensors", {"unet": unet}, family="sdxl", alpha=2,
+                           metadata={})  # fmt: skip
+    names = {n.removeprefix("lora_unet_") for n in lora_modules(path)}
+    assert names <= weights and len(names) > 10
+    last_input = 1 + 2 * (layers_per_block + 1) + layers_per_block - 1  # of the 3rd level
+    assert f"input_blocks_{last_input}_1_transformer_blocks_0_attn1_to_q" in names
+    assert f"output_blocks_{layers_per_block}_2_conv" in names  # an upsampler after attention
