@@ -119,6 +119,10 @@ def train_lora(
         )
         from likeness.engines.diffusers.device import choose_device
 
+        if device is not None and device.startswith("cuda:") and device != "cuda:0":
+            raise ValueError(
+                f"device: {device!r}: train on another GPU with CUDA_VISIBLE_DEVICES and 'cuda'"
+            )
         device = choose_device(device)
         if recipe.mixed_precision == "fp16" and device == "cpu":
             raise RecipeError(
@@ -278,7 +282,7 @@ def _train(
     text_hash = store.component_hash(ws.db, recipe.model, text_parts)
     length = recipe.max_sequence_length if recipe.family == "flux" else 77
     sample_prompts = [
-        p.format(trigger=version.trigger, class_word=version.class_word)
+        p.replace("{trigger}", version.trigger).replace("{class_word}", version.class_word)
         for p in (recipe.sample_prompts if recipe.sample_every else ())
     ]
     captions = data.captions()
