@@ -107,3 +107,14 @@ def test_step_seeds_differ_by_stream_and_step_and_fit_in_63_bits():
     seeds = {step_seed(42, kind, step) for kind in ("batch", "global") for step in range(50)}
     assert len(seeds) == 100 and all(0 <= s < 2**63 for s in seeds)
     assert step_seed(42, "batch", 3) == step_seed(42, "batch", 3) != step_seed(43, "batch", 3)
+
+
+def test_the_gpu_check_runs_the_trainer_step_and_says_when_there_is_no_gpu(capsys):
+    import torch
+    from bench import gpu_train_check
+
+    assert gpu_train_check.main(["--tiny-cpu", "--steps", "2", "--rank", "4"]) == 0
+    assert "it/s" in capsys.readouterr().out
+    if not torch.cuda.is_available():
+        assert gpu_train_check.main([]) == 0
+        assert "no CUDA device" in capsys.readouterr().out

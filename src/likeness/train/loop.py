@@ -142,8 +142,6 @@ class Trainer:
     """Cached embeddings of ``sample_prompts``, then of the empty prompt (the negative)."""
     last_good: int | None = None
     pending: list[list[float]] = field(default_factory=list)
-    skipped_updates: int = 0
-    """fp16 only: steps whose gradients overflowed and that the grad scaler skipped."""
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self, start: int) -> None:
@@ -176,10 +174,9 @@ class Trainer:
             if self.accelerator.scaler is not None:
                 self.accelerator.unscale_gradients()  # fp16: clip the true gradients
             norm = torch.nn.utils.clip_grad_norm_(params, self.recipe.max_grad_norm or math.inf)
-            if not math.isfinite(float(norm)):
-                if self.accelerator.scaler is None:
-                    raise Diverged(done, "the gradient norm", self.last_good, self.recipe)
-                self.skipped_updates += 1  # fp16: the scaler skips the step, lowers the scale
+            if not math.isfinite(float(norm)) and self.accelerator.scaler is None:
+                # (fp16: the grad scaler skips such a step and lowers its scale, as it should)
+                raise Diverged(done, "the gradient norm", self.last_good, self.recipe)
             lr = self.scheduler.get_last_lr()[0]
             self.optimizer.step()
             self.scheduler.step()

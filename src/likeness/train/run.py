@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from likeness.engines.base import EngineCannotHonour
+from likeness.engines.diffusers.device import choose_device
 from likeness.jobs import job_key, start_job
 from likeness.recipes import RecipeError
 from likeness.store.datasets import DatasetError, resolve
@@ -39,6 +40,7 @@ from likeness.train.cache import TrainCache
 from likeness.train.data import DataError, DataOrder, load_items, make_buckets
 from likeness.train.loop import Diverged, SaveLora, Trainer, TrainHooks
 from likeness.train.recipe import TrainRecipe
+from likeness.train.setup import resolve_base_model
 from likeness.workspace import Workspace, check_trigger
 
 JOB_KIND = "train"
@@ -109,16 +111,12 @@ def train_lora(
     try:
         recipe.require_inputs()
         version = resolve(ws.db, recipe.dataset)
-        from likeness.train.setup import resolve_base_model
-
         source = resolve_base_model(recipe, allow_pickle=allow_pickle)
         data = load_items(
             ws.db,
             version,
             make_buckets(recipe.resolution, recipe.bucket_step, enabled=recipe.aspect_buckets),
         )
-        from likeness.engines.diffusers.device import choose_device
-
         if device is not None and device.startswith("cuda:") and device != "cuda:0":
             raise ValueError(
                 f"device: {device!r}: train on another GPU with CUDA_VISIBLE_DEVICES and 'cuda'"
