@@ -27,6 +27,7 @@ from likeness.cli import (
     review,
     score,
     sweep,
+    train,
     train_export,
 )
 
@@ -85,11 +86,8 @@ app.add_typer(card.app, name="card")
 app.command("loop")(loop.loop)
 app.add_typer(enrich.app, name="enrich")
 app.add_typer(lora.app, name="lora")
-train_app = typer.Typer(
-    help="Train character LoRAs, or export the job for another trainer.", no_args_is_help=True
-)
-train_app.command("export-config")(train_export.export_config)
-app.add_typer(train_app, name="train")
+train.app.command("export-config")(train_export.export_config)
+app.add_typer(train.app, name="train")
 
 
 def main() -> None:
