@@ -6,7 +6,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from labelled import REAL_VARIANTS, SMOOTHING_LADDERS, noisy, real_variant, smoothing_ladder
+from labelled import (
+    BLUR_RADII,
+    NOISE_SIGMAS,
+    REAL_VARIANTS,
+    SMOOTHING_LADDERS,
+    blurred,
+    noisy,
+    real_variant,
+    smoothing_ladder,
+)
 
 from likeness.metrics import Instruments, Thresholds, score_images
 from likeness.metrics.analysis import ANALYZER_NAME
@@ -56,6 +65,18 @@ def test_no_real_variant_of_any_face_reads_plastic(labelled_faces):
     assert max(judged.values()) < LIMIT - 0.15, max(judged.items(), key=lambda kv: kv[1])
     # The absolute scale: real photos sit around 0.
     assert abs(np.median(list(judged.values()))) < 0.15
+
+
+def test_a_grainy_or_blurred_real_face_does_not_read_plastic(judged):
+    """Grain adds texture and blur takes it from the features too: neither reads as
+    smoothing."""
+    for face in judged:
+        for image in [
+            *(noisy(face.rgb, sigma, seed=sigma) for sigma in NOISE_SIGMAS[1:]),
+            *(blurred(face.rgb, radius) for radius in BLUR_RADII[1:]),
+        ]:
+            value = plastic(image, face.points)
+            assert value is not None and value < LIMIT - 0.15, (face.name, value)
 
 
 @pytest.mark.parametrize("ladder", sorted(SMOOTHING_LADDERS))
