@@ -133,3 +133,14 @@ def test_no_real_photo_is_flagged_as_reference_or_candidate(photo_dir, cached):
     with_refs = [s for s in runs[0].scores if s.plastic is not None]
     assert all(s.plastic_relative is not None for s in with_refs)
     assert all(s.plastic_relative is None for s in runs[1].scores)
+
+
+def test_an_upscaled_face_reads_as_the_original(judged):
+    """A 4x upscale (as a generation's upscale pass leaves it) is resampled back to the same
+    scale: the reading does not depend on the face's size in pixels."""
+    import cv2
+
+    face = next(f for f in judged if f.name == "obama2.jpg")
+    big = cv2.resize(face.rgb, None, fx=4, fy=4, interpolation=cv2.INTER_CUBIC)
+    original = plastic(face.rgb, face.points)
+    assert plastic(big, (face.points + 0.5) * 4 - 0.5) == pytest.approx(original, abs=0.1)

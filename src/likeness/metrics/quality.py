@@ -42,7 +42,6 @@ def sharpness(rgb: np.ndarray, box: Box | None = None, noise: float | None = Non
     keeping at least 5% of the raw value. So a blurrier copy reads lower at any noise level,
     and noise up to sigma 10 does not lift a blurred copy to the original's reading.
     """
-
     g = grey(rgb)
     whole = g
     if box is not None:
@@ -78,9 +77,23 @@ def _laplacian(g: np.ndarray) -> np.ndarray:
 def _noise_laplacian_variance(factor: float) -> float:
     """Laplacian variance of unit white noise resampled by `factor` as `sharpness` does
     (a fixed-seed field, so the correction is the same on every run)."""
-    side = int(min(1024, max(256, np.ceil(160 / factor))))
-    field = np.random.default_rng(0).standard_normal((side, side), dtype=np.float32)
-    return float(_laplacian(_resample(field, factor))[2:-2, 2:-2].var())
+    if factor < NOISE_FIELD_MIN_SCALE:  # area-averaging white noise scales its variance by f²
+        return (
+            _noise_laplacian_variance(NOISE_FIELD_MIN_SCALE) * (factor / NOISE_FIELD_MIN_SCALE) ** 2
+        )
+    return float(_laplacian(_resample(white_noise(factor), factor))[2:-2, 2:-2].var())
+
+
+NOISE_FIELD_MIN_SCALE = 0.16
+"""Below this resampling factor a noise field would need over 1024 px a side to measure what
+the resampling leaves of it; the value at this factor is scaled instead."""
+
+
+def white_noise(factor: float) -> np.ndarray:
+    """A fixed-seed field of unit Gaussian noise that still spans about 400 px after being
+    resampled by `factor` (64-1024 px a side)."""
+    side = int(np.clip(np.ceil(400 / factor), 64, 1024))
+    return np.random.default_rng(0).standard_normal((side, side), dtype=np.float32)
 
 
 GRAIN_TILE = 256

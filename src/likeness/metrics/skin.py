@@ -34,7 +34,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from likeness.metrics.quality import grain, grey
+from likeness.metrics.quality import NOISE_FIELD_MIN_SCALE, grain, grey, white_noise
 
 SKIN_EYE_DISTANCE = 64
 """Pixels between the eye centres at which skin is measured; smaller faces are not judged."""
@@ -183,8 +183,11 @@ def _noise_band_energy(scale: float) -> tuple[float, float]:
     by `scale`: what noise of sigma 1 adds to the features' and the skin's reading."""
     import cv2
 
-    side = int(min(1024, max(256, np.ceil(160 / scale))))
-    field = np.random.default_rng(0).standard_normal((side, side), dtype=np.float32)
-    size = (max(16, round(side * scale)),) * 2
+    if scale < NOISE_FIELD_MIN_SCALE:  # area-averaging white noise scales its energy by scale²
+        mean, window = _noise_band_energy(NOISE_FIELD_MIN_SCALE)
+        ratio = (scale / NOISE_FIELD_MIN_SCALE) ** 2
+        return mean * ratio, window * ratio
+    field = white_noise(scale)
+    size = (round(field.shape[1] * scale), round(field.shape[0] * scale))
     energy = (_band(cv2.resize(field, size, interpolation=cv2.INTER_AREA)) ** 2)[6:-6, 6:-6]
     return float(energy.mean()), float(np.median(_window_mean(energy)))
