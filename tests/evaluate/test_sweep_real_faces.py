@@ -137,9 +137,9 @@ def test_explicit_cells_and_grid():
 
 def test_objective_penalties():
     objective = Objective()
-    clean = {"match": 8.0, "grain": 1.0, "plastic": 1.0, "flags": []}
+    clean = {"match": 8.0, "grain": 1.0, "plastic": 0.0, "flags": []}
     assert objective.image(clean) == 8.0
     assert objective.image({**clean, "grain": 3.5}) == pytest.approx(6.0)
-    assert objective.image({**clean, "plastic": 1.5}) == pytest.approx(7.0)
+    assert objective.image({**clean, "plastic": 0.8}) == pytest.approx(7.0)
     assert objective.image({**clean, "match": None}) == 0.0
     assert objective.image(None) == 0.0

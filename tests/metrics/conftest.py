@@ -52,3 +52,23 @@ def quick():
     from likeness.metrics import Instruments
 
     return Instruments(pose=None)
+
+
+@pytest.fixture(scope="session")
+def labelled_faces(run, photo_dir):
+    """Every face of every sample photo (t1.jpg's six included), cropped, with the landmarks
+    the scoring run found: the base of the labelled quality set (see labelled.py)."""
+    import numpy as np
+    from labelled import crop_face
+
+    from likeness.imaging import load_rgb
+
+    faces = []
+    for score in run.scores:
+        analysis = run.analyses[score.sha256]
+        rgb = np.asarray(load_rgb(score.path))
+        name = Path(score.path).name
+        for i, face in enumerate(analysis.faces):
+            label = f"{name}#{i}" if len(analysis.faces) > 1 else name
+            faces.append(crop_face(label, rgb, face.points, face.box))
+    return faces

@@ -9,7 +9,8 @@ from likeness.metrics import ImageAnalysis, Instruments, analyze_image, score_im
 def test_json_shape_has_every_documented_field(run):
     required = {
         "path", "sha256", "faces", "match", "distance", "yaw", "pitch", "roll", "angle",
-        "expression", "body_pose", "sharpness", "grain", "plastic", "flags", "pass",
+        "expression", "body_pose", "sharpness", "grain", "plastic", "plastic_relative",
+        "flags", "pass",
     }  # fmt: skip
     for score in run.scores:
         data = score.to_json()

@@ -19,7 +19,8 @@ def _row(path: Path, match: float | None, flags=(), passed=False, **extra) -> di
         "path": str(path), "sha256": f"{abs(hash(str(path))):064x}"[:64], "match": match,
         "distance": None if match is None else 1 - match / 10, "pass": passed,
         "flags": list(flags), "angle": "front", "expression": "neutral", "body_pose": "other",
-        "yaw": 3.0, "sharpness": 120.0, "grain": 1.5, "plastic": 1.1, **extra,
+        "yaw": 3.0, "sharpness": 120.0, "grain": 1.5, "plastic": 0.1, "plastic_relative": -0.2,
+        **extra,
     }  # fmt: skip
 
 
@@ -51,6 +52,7 @@ def test_report_folder_is_self_contained(tmp_path):
     plots = {p.name for p in (index.parent / "plots").iterdir()}
     # Every metric with values gets a histogram; metrics with none (brisque) do not.
     assert {"match.png", "sharpness.png", "grain.png", "plastic.png", "angle.png"} <= plots
+    assert "plastic_relative.png" in plots
     assert "brisque.png" not in plots
     with Image.open(index.parent / "plots" / "match.png") as plot:
         assert plot.size[0] > 200

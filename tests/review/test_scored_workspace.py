@@ -61,6 +61,7 @@ def test_queue_shows_the_scores_of_likeness_score(tmp_path):
         assert metrics["pass"] is score.passed
         assert metrics["angle"] == score.angle
         assert metrics.get("plastic") == pytest.approx(score.plastic, abs=1e-3)
+        assert metrics.get("plastic_relative") == pytest.approx(score.plastic_relative, abs=1e-3)
         assert flags[sha] == set(score.flags)
     assert obama2["pass"] is True and biden["pass"] is False
     assert "grainy" in flags[cands[2]]  # a score-time flag, derived from the cached grain

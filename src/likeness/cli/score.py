@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 CSV_FIELDS = (
     "path", "sha256", "faces", "match", "distance", "centroid_distance", "pass", "yaw", "pitch",
     "roll", "angle", "expression", "expression_probability", "body_pose", "sharpness", "grain",
-    "plastic", "skin_texture", "clipping", "face_px", "brisque", "flags", "is_reference", "error",
+    "plastic", "plastic_relative", "skin_texture", "clipping", "face_px", "brisque", "flags",
+    "is_reference", "error",
 )  # fmt: skip
 
 

@@ -12,12 +12,12 @@ likeness sweep SPEC.toml [--engine E] [--json] [--csv F] [--report DIR] [--best-
 
     CONFIG = {"rank": 1, "config_key": "...", "config": {"cfg": 4.0}, "label": "cfg=4",
               "objective": 7.1, "objective_std": 0.4, "mean_match": 7.9, "pass_rate": 1.0,
-              "mean_grain": 0.8, "mean_plastic": 1.1, "mean_sharpness": 120.0, "images": 2,
+              "mean_grain": 0.8, "mean_plastic": 0.1, "mean_sharpness": 120.0, "images": 2,
               "failed": 0, "recipe_hash": "...", "cells": [CELL, ...]}
     CELL = {"cell_key": "...", "seed": 1, "prompt": "...", "image_sha": "...",
             "objective": 7.3, "match": 8.0, "pass": true, "angle": "front",
             "expression": "neutral", "body_pose": "not_visible", "grain": 0.7,
-            "plastic": 1.0, "sharpness": 130.2, "flags": [], "error": null}
+            "plastic": 0.1, "sharpness": 130.2, "flags": [], "error": null}
 
 ``--csv`` writes one row per image: rank, configuration label, each axis value, seed, prompt,
 image sha256, objective, match, pass, angle, expression, grain, plastic, sharpness, flags.

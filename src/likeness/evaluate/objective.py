@@ -9,13 +9,14 @@ For one image::
 
 `match` is the 0-10 identity score against the source photos (0 when no face is found);
 `grain` is the noise sigma in grey levels (clean photos read 0.5-1.5, the `grainy` flag fires
-above 3); `plastic` is the plastic index (1.0 = as much skin texture as the source photos, 2.0
-= half as much). A configuration's objective is the mean over its seeds and prompts; its
+above 3); `plastic` is the absolute plastic-skin index (0 = the skin texture of typical
+unretouched photos, +1 = half as much; real photos read -0.3 to +0.4, the `plastic_skin` flag
+fires above 0.6). A configuration's objective is the mean over its seeds and prompts; its
 spread (standard deviation, min, max) is reported beside it. Higher is better.
 
-The default weights make one grey level of grain above 1.5, or a skin half as textured as
-the references, cost one point of match. Every weight is configurable in the sweep spec's
-``[objective]`` table.
+The default weights make one grey level of grain above 1.5, or skin 0.5 log2 steps smoother
+than the top of real photos' range (0.3), cost one point of match. Every weight is
+configurable in the sweep spec's ``[objective]`` table.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ class Objective:
     grain_weight: float = 1.0
     grain_ok: float = 1.5
     plastic_weight: float = 2.0
-    plastic_ok: float = 1.0
+    plastic_ok: float = 0.3
     flag_weight: float = 0.0
 
     @classmethod

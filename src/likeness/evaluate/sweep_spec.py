@@ -344,7 +344,7 @@ match_weight = 1.0
 grain_weight = 1.0
 grain_ok = 1.5
 plastic_weight = 2.0
-plastic_ok = 1.0
+plastic_ok = 0.3
 flag_weight = 0.0
 """
 """The commented example spec written by `likeness sweep new`."""

@@ -1,8 +1,8 @@
 """One image's measurements that do not depend on the reference set: the unit that is cached
 (by image sha256 + `ANALYZER_NAME` + `Instruments.version`) and computed in parallel.
 
-Identity match and the plastic index need the references, so they are derived later from
-this record (cheaply) by `likeness.metrics.scoring`.
+Identity match and the reference-relative plastic reading need the references, so they are
+derived later from this record (cheaply) by `likeness.metrics.scoring`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from likeness.faces import DlibAnalyzer, Face, FaceAnalyzer, face_flags, select_subject
-from likeness.metrics import quality
+from likeness.metrics import quality, skin
 from likeness.metrics.body import BodyPose, PoseBackend, body_pose, default_pose_backend
 from likeness.metrics.expression import Expression, ExpressionClassifier
 
@@ -141,12 +141,14 @@ def analyze_image(rgb: np.ndarray, instruments: Instruments, sha256: str = "") -
     # 4. Quality.
     box = face.box if face is not None else None
     brisque = quality.brisque(luma) if instruments.brisque else None
+    noise = quality.grain(luma)
+    texture = None
+    if face is not None and len(face.landmarks) == 68:
+        texture = skin.skin_texture(luma, face.points, noise=noise)
     raw = quality.QualityRaw(
-        sharpness=round(quality.sharpness(luma, box), 3),
-        grain=round(quality.grain(luma), 4),
-        skin_texture=round(quality.skin_texture(luma, face.points), 4)
-        if face is not None and len(face.landmarks) == 68
-        else None,
+        sharpness=round(quality.sharpness(luma, box, noise=noise), 3),
+        grain=round(noise, 4),
+        skin_texture=round(texture, 5) if texture is not None else None,
         clipping=round(quality.clipping(luma, box), 4),
         face_px=round(face.box.width, 1) if face is not None else None,
         brisque=round(brisque, 3) if brisque is not None else None,

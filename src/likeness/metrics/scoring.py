@@ -29,7 +29,7 @@ import numpy as np
 from likeness.metrics.analysis import ANALYZER_NAME, ImageAnalysis, Instruments, analyze_image
 from likeness.metrics.angle import yaw_bucket
 from likeness.metrics.identity import IdentityCalibration, calibrate, identify
-from likeness.metrics.quality import DEFAULT_SKIN_TEXTURE, plastic_index
+from likeness.metrics.skin import plastic_index, plastic_relative
 
 Progress = Callable[[int, int], None]
 """Called as progress(done, total) after each image."""
@@ -46,7 +46,7 @@ class Thresholds:
     pass_match: float = 5.0
     min_sharpness: float = 40.0
     max_grain: float = 3.0
-    max_plastic: float = 1.5
+    max_plastic: float = 0.6
     max_clipping: float = 5.0
     max_brisque: float = 60.0
 
@@ -73,6 +73,7 @@ class ImageScore:
     sharpness: float | None
     grain: float | None
     plastic: float | None
+    plastic_relative: float | None
     skin_texture: float | None
     clipping: float | None
     face_px: float | None
@@ -96,7 +97,8 @@ class ReferenceSet:
 
     scores: tuple[ImageScore, ...]
     calibration: IdentityCalibration | None
-    skin_texture: float
+    skin_texture: float | None
+    """Median `skin_texture` of the references' judged faces (None when none is judged)."""
     skipped: tuple[str, ...] = ()
     """Reference paths without a usable face (they take no part in the calibration)."""
 
@@ -442,7 +444,7 @@ def build_references(
     textures = [
         a.quality.skin_texture for a in usable.values() if a.quality.skin_texture is not None
     ]
-    skin = float(np.median(textures)) if textures else DEFAULT_SKIN_TEXTURE
+    skin = float(np.median(textures)) if textures else None
     partial = ReferenceSet((), calibration, skin, tuple(skipped))
     scores = tuple(score_one(r, partial, thresholds, is_reference=True) for r in refs)
     return ReferenceSet(scores, calibration, skin, tuple(skipped))
@@ -457,7 +459,7 @@ def score_one(
         return _failed(item, is_reference)
     face = a.face
     flags = list(a.flags)
-    match = distance = centroid = plastic = None
+    match = distance = centroid = plastic = relative = None
     passed = False
     if face is not None and refs.calibration is not None:
         ident = identify(face.embedding, refs.calibration, exclude_key=item.sha256)
@@ -465,7 +467,9 @@ def score_one(
         passed = ident.passed and match >= thresholds.pass_match
     q = a.quality
     if q.skin_texture is not None:
-        plastic = plastic_index(q.skin_texture, refs.skin_texture)
+        plastic = plastic_index(q.skin_texture)
+        if refs.skin_texture is not None:
+            relative = plastic_relative(q.skin_texture, refs.skin_texture)
     if face is not None and q.sharpness < thresholds.min_sharpness:
         flags.append("blurry")
     if q.grain > thresholds.max_grain:
@@ -494,7 +498,8 @@ def score_one(
         sharpness=_round(q.sharpness, 1),
         grain=_round(q.grain, 2),
         plastic=_round(plastic, 3),
-        skin_texture=_round(q.skin_texture, 3),
+        plastic_relative=_round(relative, 3),
+        skin_texture=_round(q.skin_texture, 4),
         clipping=_round(q.clipping, 2),
         face_px=q.face_px,
         brisque=_round(q.brisque, 2),
@@ -509,8 +514,8 @@ def _failed(item: _Input, is_reference: bool) -> ImageScore:
         path=str(item.path), sha256=item.sha256, faces=0, match=None, distance=None,
         centroid_distance=None, yaw=None, pitch=None, roll=None, angle=None, expression=None,
         expression_probability=None, body_pose="not_available", sharpness=None, grain=None,
-        plastic=None, skin_texture=None, clipping=None, face_px=None, brisque=None,
-        flags=("unreadable",), passed=False, is_reference=is_reference,
+        plastic=None, plastic_relative=None, skin_texture=None, clipping=None, face_px=None,
+        brisque=None, flags=("unreadable",), passed=False, is_reference=is_reference,
         error=item.error or "not analysed",
     )  # fmt: skip
 

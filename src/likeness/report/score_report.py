@@ -30,7 +30,8 @@ DEFAULT_METRICS: tuple[tuple[str, str, str | None], ...] = (
     ("body_pose", "body pose", None),
     ("sharpness", "sharpness (Laplacian variance)", "sharpness"),
     ("grain", "grain (noise sigma, grey levels)", "grain"),
-    ("plastic", "plastic-skin index (1 = like refs)", "plastic"),
+    ("plastic", "plastic skin (0 = typical photo, + = smoother)", "plastic"),
+    ("plastic_relative", "plastic skin vs references (0 = like refs)", None),
     ("clipping", "clipped face pixels (%)", "clipping"),
     ("face_px", "face width (px)", None),
     ("brisque", "BRISQUE (lower = better)", "brisque"),
@@ -135,6 +136,7 @@ def _card(row: Mapping[str, Any], thumb: str | None, names: Mapping[str, str]) -
         ("sharp", _fmt(row.get("sharpness"), 0)),
         ("grain", _fmt(row.get("grain"))),
         ("plastic", _fmt(row.get("plastic"))),
+        ("vs refs", _fmt(row.get("plastic_relative"))),
         ("face", _fmt(row.get("face_px"), 0)),
     ]
     table = "".join(f"<dt>{k}</dt><dd>{html.escape(v)}</dd>" for k, v in facts)

@@ -5,7 +5,7 @@ character depends on the reference set, so it is not in the cache. For the queue
 distance, pass and the nearest reference are computed here with `likeness.metrics.identity`
 (the same calibration `likeness score` uses) against the workspace's reference set (its
 `source` photos), the head-angle bucket with `likeness.metrics.angle`, the plastic-skin index
-against the references' skin texture, and the score-time flags (`blurry`, `grainy`,
+(absolute, and relative to the references' skin texture), and the score-time flags (`blurry`, `grainy`,
 `plastic_skin`, `clipped`, `low_brisque_quality`) at `likeness score`'s thresholds.
 A value an analyzer did store always wins over a derived one.
 """
@@ -26,7 +26,7 @@ def derive(
     pass_match: float = 5.0,
 ) -> dict[str, dict[str, Any]]:
     """sha -> derived values (match, distance, centroid_distance, pass, nearest_reference,
-    angle, plastic, and `flags` as a list) for every image with measurements to derive from;
+    angle, plastic, plastic_relative, and `flags` as a list) for every image with measurements to derive from;
     empty without `likeness.metrics`. `pass` needs both the backend's same-person distance
     (`threshold`) and a match of at least `pass_match` (the workspace's identity.pass_match),
     as `likeness score` in a workspace decides."""
@@ -35,8 +35,8 @@ def derive(
 
         from likeness.metrics.angle import yaw_bucket
         from likeness.metrics.identity import calibrate, match_score
-        from likeness.metrics.quality import DEFAULT_SKIN_TEXTURE, plastic_index
         from likeness.metrics.scoring import Thresholds
+        from likeness.metrics.skin import plastic_index, plastic_relative
     except ImportError:
         return {}
     derived: dict[str, dict[str, Any]] = {}
@@ -45,7 +45,7 @@ def derive(
         for sha in reference_shas
         if sha in metrics and (t := metrics[sha].number("skin_texture")) is not None
     ]
-    reference_skin = float(np.median(textures)) if textures else DEFAULT_SKIN_TEXTURE
+    reference_skin = float(np.median(textures)) if textures else None
     limits = Thresholds(pass_match=pass_match)
     for sha, m in metrics.items():
         values: dict[str, Any] = {}
@@ -56,7 +56,9 @@ def derive(
                 values["angle"] = bucket
         texture = m.number("skin_texture")
         if texture is not None and "plastic" not in m.values:
-            values["plastic"] = round(plastic_index(texture, reference_skin), 3)
+            values["plastic"] = round(plastic_index(texture), 3)
+        if texture is not None and reference_skin and "plastic_relative" not in m.values:
+            values["plastic_relative"] = round(plastic_relative(texture, reference_skin), 3)
         # Copied from likeness.metrics.scoring.score_one (its flags at default thresholds).
         flags = []
         sharpness, grain = m.number("sharpness"), m.number("grain")

@@ -40,6 +40,7 @@ DISPLAY_ORDER = (
     "sharpness",
     "grain",
     "plastic",
+    "plastic_relative",
     "skin_texture",
     "clipping",
     "face_px",
@@ -54,6 +55,7 @@ LABELS = {
     "face_px": "face width (px)",
     "clipping": "clipping (%)",
     "plastic": "plastic skin",
+    "plastic_relative": "plastic vs refs",
 }
 _REFERENCE_KEYS = ("nearest_reference", "nearest_ref", "reference_sha", "nearest_sha")
 
