@@ -18,7 +18,7 @@ from likeness.metrics.body import BodyPose, PoseBackend, body_pose, default_pose
 from likeness.metrics.expression import Expression, ExpressionClassifier
 
 ANALYZER_NAME = "likeness.image"
-ANALYSIS_VERSION = "3"
+ANALYSIS_VERSION = "4"
 
 
 @dataclass
