@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from likeness.cli.main import app
@@ -31,7 +32,7 @@ from likeness.scale.engines import build_engine_pool
 from .conftest import FakeComfyUI, pixels
 
 BASE = {"engine": "comfyui", "model": "tiny_sd15_slim.safetensors", "family": "sd15",
-        "width": 64, "height": 64, "steps": 3}  # fmt: skip
+        "width": 64, "height": 64, "steps": 3, "refiner": {"enabled": False}}  # fmt: skip
 SPEC = {"name": "fan", "seeds": [1, 2, 3, 4], "prompts": ["portrait photo of a man"],
         "base": BASE, "axes": {"cfg": [3.0, 5.0]}}  # fmt: skip
 
@@ -95,7 +96,7 @@ def test_a_sweep_on_two_servers_equals_a_one_server_sweep(ray_address, servers, 
 def test_a_server_that_stops_mid_run_leaves_its_cells_to_the_other(ray_address, new_workspace):
     ws = new_workspace("ws")
     notices: list[str] = []
-    with FakeComfyUI(step_delay=0.05) as one, FakeComfyUI(step_delay=0.05) as two:
+    with FakeComfyUI(step_delay=0.1) as one, FakeComfyUI(step_delay=0.1) as two:
         pool = build_engine_pool(
             "comfyui", ScaleSettings(), comfy_urls=[one.url, two.url], on_notice=notices.append
         )
@@ -227,6 +228,7 @@ def db_count(db: Path, sql: str) -> int:
         conn.close()
 
 
+@pytest.mark.slow
 def test_a_driver_killed_with_sigkill_resumes_without_duplicates(
     ray_address, new_workspace, tmp_path
 ):
@@ -237,7 +239,8 @@ def test_a_driver_killed_with_sigkill_resumes_without_duplicates(
     spec.write_text(
         'name = "fan"\nseeds = [1, 2, 3, 4]\nprompts = ["portrait photo of a man"]\n'
         '[base]\nengine = "comfyui"\nmodel = "tiny_sd15_slim.safetensors"\nfamily = "sd15"\n'
-        "width = 64\nheight = 64\nsteps = 3\n[axes]\ncfg = [3.0, 5.0]\n",
+        "width = 64\nheight = 64\nsteps = 3\nrefiner = { enabled = false }\n"
+        "[axes]\ncfg = [3.0, 5.0]\n",
         encoding="utf-8",
     )
     env = {
@@ -248,7 +251,7 @@ def test_a_driver_killed_with_sigkill_resumes_without_duplicates(
     }
     db = root / "likeness.db"
     scored = "SELECT COUNT(*) FROM sweep_cells WHERE score IS NOT NULL"
-    with FakeComfyUI(step_delay=0.1) as one, FakeComfyUI(step_delay=0.1) as two:
+    with FakeComfyUI(step_delay=0.2) as one, FakeComfyUI(step_delay=0.2) as two:
         cmd = [sys.executable, "-m", "likeness", "-w", str(root), "sweep", str(spec), "--json",
                "--comfy-url", one.url, "--comfy-url", two.url, "--ray", ray_address]  # fmt: skip
         # 1. Start, and kill -9 the driver once two of the eight cells are finished.

@@ -27,6 +27,7 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.mark.slow
 def test_two_diffusers_workers_match_one_engine_and_survive_a_kill(
     ray_address, tiny_sdxl, new_workspace, one_thread
 ):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from likeness.cli.main import app
@@ -15,6 +16,7 @@ from likeness.data import FACES
 OTHERS = ["obama2.jpg", "biden.jpg", "Tom_Hanks_54745.png"]
 
 
+@pytest.mark.slow
 def test_score_on_two_ray_workers_equals_a_local_score(ray_address, new_workspace):
     here, fanned = new_workspace("here"), new_workspace("fanned")
     for ws in (here, fanned):

@@ -1,6 +1,7 @@
 """`likeness card`: the model card, the acceptance test of a character.
 
 likeness card [--recipe R] [--tries K] [--label v2] [--spec FILE] [--json] [--report DIR]
+              [--workers N | --comfy-url URL ...] [--ray ADDRESS]   (docs/scale.md)
 likeness card spec [OUT]                 write an editable copy of the 23-shot spec
 likeness card compare [LABEL ...] [--json] [--report DIR]
 

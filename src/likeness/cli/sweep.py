@@ -2,6 +2,7 @@
 
 likeness sweep new [FILE]                      write a commented example spec
 likeness sweep SPEC.toml [--engine E] [--json] [--csv F] [--report DIR] [--best-out FILE]
+                         [--workers N | --comfy-url URL ...] [--ray ADDRESS]   (docs/scale.md)
 
 ``--json`` shape (stable; new keys may be added)::
 
