@@ -128,7 +128,8 @@ class EnginePool(Protocol):
     """Several engines of one kind behind one queue (built by :mod:`likeness.scale`).
 
     ``check`` asks every worker and leaves out those that cannot run the recipe (raising only
-    when none can); ``submit`` queues ``n`` images of a recipe under a caller's tag;
+    when none can); ``submit`` queues ``n`` images of a recipe under a caller's tag (``label``
+    names it in progress displays);
     ``completed`` yields a :class:`PoolResult` per submission as each finishes, in any order,
     until nothing is queued (the caller may submit more while iterating). The caller stores
     what comes back: workers compute, only the caller writes.
@@ -138,7 +139,7 @@ class EnginePool(Protocol):
 
     def check(self, recipe: Recipe) -> None: ...
 
-    def submit(self, tag: Hashable, recipe: Recipe, n: int = 1) -> None: ...
+    def submit(self, tag: Hashable, recipe: Recipe, n: int = 1, label: str = "") -> None: ...
 
     def completed(self) -> Iterator[PoolResult]: ...
 

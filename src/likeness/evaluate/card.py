@@ -390,7 +390,8 @@ def _run_pooled(
                 return False
             if done is not None and not _generation_failed(runner.ws, done):
                 continue
-            pool.submit((index, attempt), attempt_recipe(index, attempt))
+            label = f"{spec.shots[index].id} try {attempt + 1}"
+            pool.submit((index, attempt), attempt_recipe(index, attempt), label=label)
             return True
         return False
 

@@ -246,7 +246,7 @@ def _run_pooled(
             continue
         if runner.needs_image(cell.recipe):
             waiting[key] = [cell]
-            pool.submit(key, cell.recipe)
+            pool.submit(key, cell.recipe, label=f"{cell.label} seed {cell.seed}")
             continue
         result = runner.run(cell.recipe) if runner.lookup(cell.recipe) is None else None
         done += 1

@@ -210,9 +210,9 @@ class RayEnginePool:
             raise NoWorkerCan(refused or gone or ["no worker started"])
         self._checked.add(key)
 
-    def submit(self, tag: Hashable, recipe: Recipe, n: int = 1) -> None:
+    def submit(self, tag: Hashable, recipe: Recipe, n: int = 1, label: str = "") -> None:
         self._recipes[tag] = recipe
-        label = f"seed {recipe.seed}" + (f" (+{n - 1})" if n > 1 else "")
+        label = label or f"seed {recipe.seed}" + (f" +{n - 1}" if n > 1 else "")
         self.pool.submit(tag, generate_task, (recipe, n), label=label, units=n)
 
     def completed(self) -> Iterator[PoolResult]:
@@ -242,8 +242,10 @@ class RayEnginePool:
         return self.pool.stats()
 
     def release(self) -> None:
-        """Each live worker frees its engine's models (a ComfyUI server its VRAM)."""
-        self.pool.each(_release_task, None)
+        """Each live worker frees its engine's models (a ComfyUI server its VRAM). Skipped
+        while tasks are in flight (an interrupted run): ending the workers frees them."""
+        if not self.pool.pending:
+            self.pool.each(_release_task, None, timeout=30)
 
     def close(self) -> None:
         try:

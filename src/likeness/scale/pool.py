@@ -252,12 +252,15 @@ class TaskPool:
         """Stop giving ``name`` tasks (it cannot honour the run); reported in one line."""
         self._drop(name, "left out", reason)
 
-    def each(self, fn: TaskFn, payload: Any) -> dict[str, Any]:
+    def each(self, fn: TaskFn, payload: Any, timeout: float | None = None) -> dict[str, Any]:
         """Run ``fn(state, payload)`` on every live worker at once: worker name -> result.
-        A worker lost meanwhile is left out of the answer (and of the pool)."""
+        A worker lost meanwhile is left out of the answer (and of the pool), and so is one
+        that has not answered within ``timeout`` seconds."""
         refs = {self._actors[name].call.remote(fn, payload): name for name in self.live}
+        ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=timeout)
         answers: dict[str, Any] = {}
-        for ref, name in refs.items():
+        for ref in ready:
+            name = refs[ref]
             try:
                 answers[name] = ray.get(ref)
             except ray.exceptions.RayError as exc:
@@ -309,11 +312,15 @@ class TaskPool:
                     yield outcome
 
     def close(self) -> None:
-        """Let every worker close its state, then end the actors."""
-        closing = {actor.close.remote(): name for name, actor in self._actors.items()}
+        """Let every idle worker close its state (a few seconds at most), then end every
+        actor: a worker still busy (the run was interrupted) is ended at once."""
+        busy = {name for _, name in self._running.values()}
+        closing = {
+            actor.close.remote(): name for name, actor in self._actors.items() if name not in busy
+        }
         if closing:
             with contextlib.suppress(ray.exceptions.RayError):
-                ray.wait(list(closing), num_returns=len(closing), timeout=30)
+                ray.wait(list(closing), num_returns=len(closing), timeout=10)
         for name, actor in self._actors.items():
             with contextlib.suppress(Exception):
                 ray.kill(actor, no_restart=True)
@@ -321,6 +328,7 @@ class TaskPool:
                 self._stats[name].state = "closed"
         self._actors.clear()
         self._running.clear()
+        self._queue.clear()
 
     # -- inside -------------------------------------------------------------------------
     def _dispatch(self) -> None:
