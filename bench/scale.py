@@ -57,8 +57,9 @@ def make_spec(images: int) -> SweepSpec:
                 "width": 64,
                 "height": 64,
                 "steps": STEPS,
+                "refiner": {"enabled": False},
             },
-        }  # fmt: skip
+        }
     )
 
 
