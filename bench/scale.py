@@ -15,7 +15,7 @@ difference per task is what Ray (and the pool) add to every image.
 
 Ray's start-up and the workers' start are timed apart and left out of both ratios.
 
-    python bench/scale.py [--images 12] [--seconds 0.5] [--tasks 200] [--task-ms 5]
+    python bench/scale.py [--images 12] [--seconds 1.0] [--tasks 200] [--task-ms 5]
 """
 
 from __future__ import annotations
@@ -191,7 +191,7 @@ def main(args: argparse.Namespace) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=12, help="cells in the sweep")
-    parser.add_argument("--seconds", type=float, default=0.5, help="seconds per image per server")
+    parser.add_argument("--seconds", type=float, default=1.0, help="seconds per image per server")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--tasks", type=int, default=200)
     parser.add_argument("--task-ms", type=float, default=5.0)

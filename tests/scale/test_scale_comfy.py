@@ -218,6 +218,7 @@ def test_generate_n_on_two_servers_stores_every_image_once(ray_address, servers,
     assert db_count(tmp_path / "ws" / "likeness.db", "SELECT COUNT(*) FROM generations") == 5
 
 
+# Copied from tests.evaluate.test_sweep_tiny.count
 def db_count(db: Path, sql: str) -> int:
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
     try:

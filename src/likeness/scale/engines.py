@@ -182,15 +182,11 @@ class RayEnginePool:
     Args:
         pool (`TaskPool`): started workers whose state is an :class:`EngineWorker`.
         name (`str`): the engine's name ("diffusers", "comfyui").
-        disconnect (*optional*): called by :meth:`close` (stops a Ray this run started).
     """
 
-    def __init__(
-        self, pool: TaskPool, name: str, disconnect: Callable[[], None] | None = None
-    ) -> None:
+    def __init__(self, pool: TaskPool, name: str) -> None:
         self.pool = pool
         self.name = name
-        self._disconnect = disconnect
         self._recipes: dict[Hashable, Recipe] = {}
         self._checked: set[str] = set()
 
@@ -248,12 +244,8 @@ class RayEnginePool:
             self.pool.each(_release_task, None, timeout=30)
 
     def close(self) -> None:
-        try:
-            self.pool.close()
-        finally:
-            if self._disconnect is not None:
-                self._disconnect()
-                self._disconnect = None
+        """End the workers (and the Ray this run started)."""
+        self.pool.close()
 
 
 def _release_task(worker: EngineWorker, _: None) -> None:
@@ -297,12 +289,18 @@ def build_engine_pool(
     disconnect = connect(address or settings.address or "local")
     try:
         plans = _plans(engine, settings, workers, urls, dict(options or {}), on_notice)
-        pool = TaskPool(plans, max_retries=settings.max_retries, on_notice=on_notice)
-        pool.start()
+        pool = TaskPool(
+            plans, max_retries=settings.max_retries, on_notice=on_notice, on_close=disconnect
+        )
     except BaseException:
         disconnect()
         raise
-    return RayEnginePool(pool, engine, disconnect)
+    try:
+        pool.start()
+    except BaseException:
+        pool.close()
+        raise
+    return RayEnginePool(pool, engine)
 
 
 def _plans(

@@ -173,6 +173,8 @@ class TaskPool:
             on another.
         in_flight (`int`, defaults to 2): tasks queued on a worker at once.
         on_notice (*optional*): called with one line when a worker is left out or lost.
+        on_close (*optional*): called last by :meth:`close` (e.g. to stop a Ray started for
+            this pool).
     """
 
     def __init__(
@@ -182,6 +184,7 @@ class TaskPool:
         max_retries: int = 2,
         in_flight: int = 2,
         on_notice: Callable[[str], None] | None = None,
+        on_close: Callable[[], None] | None = None,
         start_timeout: float = START_TIMEOUT,
     ) -> None:
         names = [p.name for p in plans]
@@ -191,6 +194,7 @@ class TaskPool:
         self.max_retries = max_retries
         self.in_flight = max(1, in_flight)
         self.on_notice = on_notice
+        self.on_close = on_close
         self.start_timeout = start_timeout
         self.notices: list[str] = []
         self._stats = {p.name: WorkerStats(p.name, p.where or "starting") for p in plans}
@@ -314,21 +318,28 @@ class TaskPool:
     def close(self) -> None:
         """Let every idle worker close its state (a few seconds at most), then end every
         actor: a worker still busy (the run was interrupted) is ended at once."""
-        busy = {name for _, name in self._running.values()}
-        closing = {
-            actor.close.remote(): name for name, actor in self._actors.items() if name not in busy
-        }
-        if closing:
-            with contextlib.suppress(ray.exceptions.RayError):
-                ray.wait(list(closing), num_returns=len(closing), timeout=10)
-        for name, actor in self._actors.items():
-            with contextlib.suppress(Exception):
-                ray.kill(actor, no_restart=True)
-            if self._stats[name].state in ("idle", "busy"):
-                self._stats[name].state = "closed"
-        self._actors.clear()
-        self._running.clear()
-        self._queue.clear()
+        try:
+            busy = {name for _, name in self._running.values()}
+            closing = {
+                actor.close.remote(): name
+                for name, actor in self._actors.items()
+                if name not in busy
+            }
+            if closing:
+                with contextlib.suppress(ray.exceptions.RayError):
+                    ray.wait(list(closing), num_returns=len(closing), timeout=10)
+            for name, actor in self._actors.items():
+                with contextlib.suppress(Exception):
+                    ray.kill(actor, no_restart=True)
+                if self._stats[name].state in ("idle", "busy"):
+                    self._stats[name].state = "closed"
+            self._actors.clear()
+            self._running.clear()
+            self._queue.clear()
+        finally:
+            on_close, self.on_close = self.on_close, None
+            if on_close is not None:
+                on_close()
 
     # -- inside -------------------------------------------------------------------------
     def _dispatch(self) -> None:

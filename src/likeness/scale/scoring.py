@@ -65,12 +65,9 @@ def _with_bytes(payload: tuple[str, str]) -> tuple[str, str, bytes]:
 class RayAnalyzer:
     """Analyses on Ray workers; see the module docstring."""
 
-    def __init__(
-        self, pool: TaskPool, version: str, disconnect: Callable[[], None] | None = None
-    ) -> None:
+    def __init__(self, pool: TaskPool, version: str) -> None:
         self.pool = pool
         self.version = version
-        self._disconnect = disconnect
 
     def __call__(self, todo: dict[str, Path], instruments: Instruments, deliver: Deliver) -> None:
         if instruments.version != self.version:
@@ -93,12 +90,8 @@ class RayAnalyzer:
         return self.pool.stats()
 
     def close(self) -> None:
-        try:
-            self.pool.close()
-        finally:
-            if self._disconnect is not None:
-                self._disconnect()
-                self._disconnect = None
+        """End the workers (and the Ray this run started)."""
+        self.pool.close()
 
 
 def build_score_pool(
@@ -118,12 +111,17 @@ def build_score_pool(
         count = workers or settings.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
         setup = ScoreSetup(pickle.dumps(instruments))
         plans = [WorkerPlan(f"s{i}", None, setup, {"num_cpus": 1}) for i in range(1, count + 1)]
-        pool = TaskPool(plans, max_retries=settings.max_retries, on_notice=on_notice)
-        pool.start()
-        if not pool.live:
-            pool.close()
-            raise ScaleError("no scoring worker started: " + "; ".join(pool.notices))
+        pool = TaskPool(
+            plans, max_retries=settings.max_retries, on_notice=on_notice, on_close=disconnect
+        )
     except BaseException:
         disconnect()
         raise
-    return RayAnalyzer(pool, instruments.version, disconnect)
+    try:
+        pool.start()
+        if not pool.live:
+            raise ScaleError("no scoring worker started: " + "; ".join(pool.notices))
+    except BaseException:
+        pool.close()
+        raise
+    return RayAnalyzer(pool, instruments.version)
