@@ -196,15 +196,23 @@ def test_a_card_on_two_servers_records_the_attempts_of_a_one_server_card(
     assert set(workers_of(fanned)) == {"w1", "w2"}
 
 
-def test_generate_n_on_two_servers_stores_every_image_once(ray_address, servers, tmp_path):
+def test_generate_n_on_the_servers_of_the_scale_settings_stores_every_image_once(
+    ray_address, servers, tmp_path
+):
     one, two = servers
     runner = CliRunner()
-    root = str(tmp_path / "ws")
-    assert runner.invoke(app, ["init", root, "--name", "Nobody"]).exit_code == 0
-    args = ["-w", root, "generate", "-n", "5", "--no-score", "--json", "--comfy-url", one.url,
-            "--comfy-url", two.url, "--set", "model=tiny_sd15_slim.safetensors",
-            "--set", "family=sd15", "--set", "width=64", "--set", "height=64",
-            "--set", "steps=3", "--set", "seed=40"]  # fmt: skip
+    root = tmp_path / "ws"
+    assert runner.invoke(app, ["init", str(root), "--name", "Nobody"]).exit_code == 0
+    toml = root / "likeness.toml"
+    text = toml.read_text(encoding="utf-8")
+    toml.write_text(
+        text.replace("comfy_urls = []", f'comfy_urls = ["{one.url}", "{two.url}"]'),
+        encoding="utf-8",
+    )
+    args = ["-w", str(root), "generate", "-n", "5", "--engine", "comfyui", "--no-score",
+            "--json", "--set", "model=tiny_sd15_slim.safetensors", "--set", "family=sd15",
+            "--set", "width=64", "--set", "height=64", "--set", "steps=3",
+            "--set", "refiner.enabled=false", "--set", "seed=40"]  # fmt: skip
     done = runner.invoke(app, args)
     assert done.exit_code == 0, done.output
     data = json.loads(done.stdout)
@@ -212,10 +220,11 @@ def test_generate_n_on_two_servers_stores_every_image_once(ray_address, servers,
     # Solid colours look alike to the perceptual hashes: stored, marked near duplicates.
     assert all(r["status"] in ("stored", "near_duplicate") for r in data["images"])
     assert len({r["sha256"] for r in data["images"]}) == 5
-    shown = json.loads(runner.invoke(app, ["-w", root, "jobs", str(data["job"]), "--json"]).stdout)
-    assert {o["worker"]["name"] for o in shown["outputs"]} == {"w1", "w2"}
-    assert sorted(o["seed"] for o in shown["outputs"]) == [40, 41, 42, 43, 44]
-    assert db_count(tmp_path / "ws" / "likeness.db", "SELECT COUNT(*) FROM generations") == 5
+    shown = runner.invoke(app, ["-w", str(root), "jobs", str(data["job"]), "--json"])
+    outputs = json.loads(shown.stdout)["outputs"]
+    assert {o["worker"]["url"] for o in outputs} == {one.url, two.url}
+    assert sorted(o["seed"] for o in outputs) == [40, 41, 42, 43, 44]
+    assert db_count(root / "likeness.db", "SELECT COUNT(*) FROM generations") == 5
 
 
 # Copied from tests.evaluate.test_sweep_tiny.count
