@@ -144,6 +144,55 @@ class HostedSettings:
             raise SettingsError("hosted.max_images / max_cost: must be 0 (no limit) or more")
 
 
+SCALE_ADDRESSES = ("", "local", "auto")
+
+
+@dataclass(frozen=True)
+class ScaleSettings:
+    """Fanning one run out over several GPUs or ComfyUI servers with Ray (docs/scale.md).
+
+    Left at these defaults, every command runs in its own process as before and never
+    imports Ray; ``--workers``, ``--comfy-url`` (repeated) and ``--ray`` ask for it per run."""
+
+    address: str = ""
+    """Where Ray is: "" (no Ray), "local" (start one on this machine for the run), "auto"
+    (the cluster this machine joined with `ray start`) or "HOST:PORT" of a cluster's head."""
+    workers: int = 0
+    """diffusers and score workers (0: one per GPU of the cluster, or one per CPU to score)."""
+    comfy_urls: list[str] = field(default_factory=list)
+    """ComfyUI servers, one worker each (the comfyui engine then ignores comfyui.url)."""
+    gpus_per_worker: float = 1.0
+    """GPUs each diffusers worker holds when the cluster has GPUs (0.5: two per GPU)."""
+    max_retries: int = 2
+    """How often a task whose worker died (or whose server went away) is tried on another."""
+    reconnect_attempts: int = 3
+    """Connection attempts a ComfyUI worker makes before its server counts as gone."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.address, str) or (
+            self.address not in SCALE_ADDRESSES and ":" not in self.address
+        ):
+            raise SettingsError(
+                f'scale.address: {self.address!r} is not one of "", "local", "auto" '
+                "or HOST:PORT of a Ray head"
+            )
+        if not isinstance(self.comfy_urls, list) or not all(
+            isinstance(u, str) and u.startswith(("http://", "https://")) for u in self.comfy_urls
+        ):
+            raise SettingsError(
+                f"scale.comfy_urls: {self.comfy_urls!r} must be a list of http(s):// URLs"
+            )
+        if self.workers < 0 or self.max_retries < 0 or self.reconnect_attempts < 1:
+            raise SettingsError(
+                "scale.workers / max_retries / reconnect_attempts: must be 0 or more "
+                "(reconnect_attempts 1 or more)"
+            )
+        if self.gpus_per_worker <= 0:
+            raise SettingsError(
+                f"scale.gpus_per_worker: {self.gpus_per_worker} must be more than 0"
+            )
+
+
 PRICE_UNITS = ("image", "megapixel", "second", "step", "run")
 
 
@@ -176,6 +225,7 @@ class Settings:
     card: CardSettings = field(default_factory=CardSettings)
     comfyui: ComfyUISettings = field(default_factory=ComfyUISettings)
     hosted: HostedSettings = field(default_factory=HostedSettings)
+    scale: ScaleSettings = field(default_factory=ScaleSettings)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

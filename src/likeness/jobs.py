@@ -168,21 +168,28 @@ def list_jobs(
     sql += " ORDER BY id DESC LIMIT ?"
     params.append(limit)
     now = datetime.now(UTC)
-    return [
-        JobInfo(
-            id=r["id"],
-            kind=r["kind"],
-            key=r["key"],
-            state=_state(r, now),
-            total=r["total"],
-            done=r["done"],
-            message=r["message"],
-            error=r["error"],
-            params=json.loads(r["params"]),
-            started_at=r["started_at"],
-            heartbeat_at=r["heartbeat_at"],
-            finished_at=r["finished_at"],
-            attempts=r["attempts"],
-        )
-        for r in conn.execute(sql, params).fetchall()
-    ]
+    return [_info(r, now) for r in conn.execute(sql, params).fetchall()]
+
+
+def get_job(conn: sqlite3.Connection, job_id: int) -> JobInfo | None:
+    """One job by id (None when there is none)."""
+    row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    return _info(row, datetime.now(UTC)) if row else None
+
+
+def _info(r: sqlite3.Row, now: datetime) -> JobInfo:
+    return JobInfo(
+        id=r["id"],
+        kind=r["kind"],
+        key=r["key"],
+        state=_state(r, now),
+        total=r["total"],
+        done=r["done"],
+        message=r["message"],
+        error=r["error"],
+        params=json.loads(r["params"]),
+        started_at=r["started_at"],
+        heartbeat_at=r["heartbeat_at"],
+        finished_at=r["finished_at"],
+        attempts=r["attempts"],
+    )

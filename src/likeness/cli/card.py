@@ -1,6 +1,7 @@
 """`likeness card`: the model card, the acceptance test of a character.
 
 likeness card [--recipe R] [--tries K] [--label v2] [--spec FILE] [--json] [--report DIR]
+              [--workers N | --comfy-url URL ...] [--ray ADDRESS]   (docs/scale.md)
 likeness card spec [OUT]                 write an editable copy of the 23-shot spec
 likeness card compare [LABEL ...] [--json] [--report DIR]
 
@@ -38,19 +39,17 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from likeness.cli.common import (
-    JSON_HELP,
-    err,
-    fail,
-    open_workspace,
-    out,
-    print_json,
-    progress_bar,
-    resumable,
+from likeness.cli.common import JSON_HELP, err, fail, open_workspace, out, print_json, resumable
+from likeness.cli.scaling import (
+    ComfyUrlsOption,
+    RayOption,
+    WorkersOption,
+    build_pool,
+    run_display,
+    scale_ask,
 )
 from likeness.cli.sweep import (
     AllowPickleOption,
-    ComfyUrlOption,
     EngineOption,
     MaxCostOption,
     MaxImagesOption,
@@ -89,7 +88,9 @@ def card(
         Path | None, typer.Option("--spec", help="Card spec TOML (default: the shipped 23 shots).")
     ] = None,
     engine: EngineOption = None,
-    comfy_url: ComfyUrlOption = None,
+    comfy_url: ComfyUrlsOption = None,
+    workers: WorkersOption = None,
+    ray: RayOption = None,
     allow_pickle: AllowPickleOption = False,
     max_cost: MaxCostOption = None,
     max_images: MaxImagesOption = None,
@@ -130,13 +131,19 @@ def card(
         except RecipeError as exc:
             fail(str(exc))
         label = label or f"card-{loaded.recipe_hash()[:8]}"
-        runner = build_engine(
-            loaded.engine,
-            comfy_url=comfy_url or ws.settings.comfyui.url,
-            allow_pickle=allow_pickle,
-            hosted=ws.settings.hosted,
-            max_cost=max_cost,
-            max_images=max_images,
+        scale = ws.settings.scale
+        ask = scale_ask(scale, loaded.engine, workers=workers, comfy_urls=comfy_url, ray=ray)
+        runner = (
+            build_pool(ask, loaded.engine, scale, {"allow_pickle": allow_pickle})
+            if ask is not None
+            else build_engine(
+                loaded.engine,
+                comfy_url=(comfy_url or [ws.settings.comfyui.url])[0],
+                allow_pickle=allow_pickle,
+                hosted=ws.settings.hosted,
+                max_cost=max_cost,
+                max_images=max_images,
+            )
         )
         with resumable("the card"), engine_session(runner):
             try:
@@ -146,12 +153,17 @@ def card(
             k = tries or ws.settings.card.tries
             # 2. Run (or resume, or load).
             try:
-                with progress_bar() as bar:
+                with run_display(runner) as bar:
                     task = bar.add_task("shots", total=len(shots.shots))
+                    judged: set[str] = set()
 
                     def on_attempt(
                         done: int, total: int, shot: Shot, attempt: AttemptResult
                     ) -> None:
+                        if ask is not None:  # shots finish in any order: count them
+                            if attempt.passed or attempt.attempt + 1 >= k:
+                                judged.add(shot.id)
+                            done = len(judged) + 1
                         bar.update(
                             task,
                             completed=done - 1,
@@ -167,7 +179,7 @@ def card(
                         label=label,
                         tries=k,
                         progress=on_attempt,
-                        engine_progress=step_reporter(bar),
+                        engine_progress=None if ask else step_reporter(bar),
                     )
                     bar.update(task, completed=len(shots.shots))
             except (CardError, EngineCannotHonour) as exc:

@@ -33,24 +33,28 @@ from likeness.cli.common import (
     open_workspace,
     out,
     print_json,
-    progress_bar,
     resumable,
 )
 from likeness.cli.recipe import SET_HELP, load_recipe
+from likeness.cli.scaling import RayOption, WorkersOption, build_pool, run_display, scale_ask
 from likeness.cli.sweep import MaxCostOption, MaxImagesOption
 from likeness.engines import (
     ENGINE_NAMES,
     EngineCannotHonour,
+    EngineError,
+    EnginePool,
     ProgressUpdate,
     get_engine,
     resolve_seed,
 )
 from likeness.engines.base import MAX_SEED
 from likeness.engines.records import job_seeds, record_generation
-from likeness.jobs import job_key, start_job
+from likeness.jobs import Job, job_key, start_job
 from likeness.recipes import Recipe, RecipeError
 
 if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
+
     from likeness.curate.ingest import Ingester
     from likeness.engines import Engine, GeneratedImage
     from likeness.metrics import ImageScore
@@ -72,8 +76,15 @@ def generate(
         ),
     ] = None,
     comfy_url: Annotated[
-        str | None, typer.Option("--comfy-url", help="ComfyUI server URL (engine comfyui).")
+        list[str] | None,
+        typer.Option(
+            "--comfy-url",
+            help="ComfyUI server URL (engine comfyui); repeat it to spread the images over "
+            "several servers, one Ray worker each.",
+        ),
     ] = None,
+    workers: WorkersOption = None,
+    ray: RayOption = None,
     allow_pickle: Annotated[
         bool,
         typer.Option("--allow-pickle", help="Accept pickle model files (.ckpt .pt .bin)."),
@@ -108,10 +119,11 @@ def generate(
             loaded = loaded.with_overrides({"engine": engine})
     except RecipeError as exc:
         fail(str(exc))
+    asked = {"workers": workers, "comfy_urls": comfy_url, "ray": ray}
     with (
         open_workspace(ctx) as ws,
         contextlib.closing(
-            _build(loaded.engine, comfy_url, allow_pickle, device, dtype, ws, max_cost, max_images)
+            _build(loaded.engine, asked, allow_pickle, device, dtype, ws, max_cost, max_images)
         ) as runner,
     ):
         try:
@@ -136,9 +148,12 @@ def generate(
 
         ingester = Ingester(ws, origin="synthetic")
         rows: list[dict[str, Any]] = []
-        with resumable(f"job {job.id}", on_error=job.fail), progress_bar() as bar:
+        with resumable(f"job {job.id}", on_error=job.fail), run_display(runner) as bar:
             images_task = bar.add_task("images", total=n, completed=job.done)
-            step_task = bar.add_task("steps", total=1)
+            pooled = isinstance(runner, EnginePool)
+            if pooled:  # every batch at once, each image stored as it arrives
+                rows = _generate_pooled(runner, ingester, ws.db, job, seeded, n, bar, images_task)
+            step_task = bar.add_task("steps", total=1, visible=not pooled)
 
             def on_progress(update: ProgressUpdate) -> None:
                 bar.update(
@@ -151,7 +166,7 @@ def generate(
             # Images stored after the last progress mark (a kill inside a batch) are not
             # stored again: their PNGs would differ by their timings alone.
             stored_before = Counter(job_seeds(ws.db, job.id))
-            for start in range(job.done, n, seeded.batch):
+            for start in range(n if pooled else job.done, n, seeded.batch):
                 count = min(seeded.batch, n - start)
                 chunk = seeded.with_overrides({"seed": (seeded.seed + start) % (MAX_SEED + 1)})
                 for image in runner.generate(chunk, count, progress=on_progress):
@@ -186,26 +201,79 @@ def generate(
 
 def _build(
     name: str,
-    comfy_url: str | None,
+    asked: dict[str, Any],
     allow_pickle: bool,
     device: str | None,
     dtype: str | None,
     ws: Workspace,
     max_cost: float | None,
     max_images: int | None,
-) -> Engine:
-    options: dict[str, Any] = {}
+) -> Engine | EnginePool:
+    """The engine, or a pool of workers when ``asked`` (--workers, --comfy-url, --ray) or
+    the workspace's [scale] settings want one."""
+    ask = scale_ask(ws.settings.scale, name, **asked)
+    if ask is not None:
+        options = {"allow_pickle": allow_pickle, "device": device, "dtype": dtype}
+        return build_pool(ask, name, ws.settings.scale, options)
+    comfy_url = asked["comfy_urls"][0] if asked["comfy_urls"] else None
+    engine_options: dict[str, Any] = {}
     if name == "diffusers":
-        options = {"device": device, "dtype": dtype}
+        engine_options = {"device": device, "dtype": dtype}
     elif name in ("replicate", "fal"):
-        options = {"settings": ws.settings.hosted, "max_cost": max_cost, "max_images": max_images}
+        engine_options = {
+            "settings": ws.settings.hosted,
+            "max_cost": max_cost,
+            "max_images": max_images,
+        }
     try:
-        return get_engine(name, comfy_url=comfy_url, allow_pickle=allow_pickle, **options)
+        return get_engine(name, comfy_url=comfy_url, allow_pickle=allow_pickle, **engine_options)
     except ValueError as exc:
         fail(str(exc))
     except Exception as exc:  # a missing extra, a hosted API token that is not set
         fail(f"{name}: {type(exc).__name__}: {exc}")
     raise AssertionError("unreachable")
+
+
+def _generate_pooled(
+    pool: EnginePool,
+    ingester: Ingester,
+    conn: sqlite3.Connection,
+    job: Job,
+    recipe: Recipe,
+    n: int,
+    bar: Progress,
+    images_task: TaskID,
+) -> list[dict[str, Any]]:
+    """Step 3 on a pool of workers: every batch not stored yet is submitted at once and each
+    image is stored as it arrives. The job's mark counts the batches stored without a gap
+    from the first, as a run here does, so either kind of run resumes the other."""
+    starts = list(range(0, n, recipe.batch))
+    counts = [min(recipe.batch, n - start) for start in starts]
+    stored = Counter(job_seeds(conn, job.id))
+    done: set[int] = set()
+    for i, (start, count) in enumerate(zip(starts, counts, strict=True)):
+        chunk = recipe.with_overrides({"seed": (recipe.seed + start) % (MAX_SEED + 1)})
+        seeds = {(chunk.seed + k) % (MAX_SEED + 1) for k in range(count)}
+        if sum(stored[seed] for seed in seeds) >= count:
+            done.add(i)
+        else:
+            pool.submit(i, chunk, count)
+    bar.update(images_task, completed=sum(counts[i] for i in done))
+    made: dict[int, list[dict[str, Any]]] = {}
+    failures: list[str] = []
+    for arrived in pool.completed():
+        i = int(arrived.tag)  # type: ignore[call-overload]
+        if arrived.error is not None:
+            failures.append(f"seed {arrived.recipe.seed}: {arrived.error}")
+            continue
+        made[i] = [_store(ingester, conn, image, job.id, recipe) for image in arrived.images]
+        bar.advance(images_task, len(arrived.images))
+        done.add(i)
+        mark = next((k for k in range(len(starts)) if k not in done), len(starts))
+        job.set_progress(sum(counts[:mark]))
+    if failures:
+        raise EngineError(f"{len(failures)} of {len(starts)} batches failed ({failures[0]})")
+    return [row for i in sorted(made) for row in made[i]]
 
 
 def _job_seed(conn: sqlite3.Connection, job_id: int, recipe: Recipe) -> Recipe:

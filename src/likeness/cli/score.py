@@ -12,11 +12,14 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from likeness.cli.common import err, fail, out, print_json, progress_bar, workspace_path
+from likeness.cli.common import err, fail, out, print_json, workspace_path
+from likeness.cli.scaling import RayOption, notice, run_display
+from likeness.config import ScaleSettings
 from likeness.curate.ingest import expand_inputs
 
 if TYPE_CHECKING:
     from likeness.metrics import Instruments, ScoreRun, Thresholds
+    from likeness.scale.scoring import RayAnalyzer
     from likeness.workspace import Workspace
 
 CSV_FIELDS = (
@@ -57,8 +60,14 @@ def score(
         bool, typer.Option("--recursive", "-r", help="Descend into folders.")
     ] = False,
     workers: Annotated[
-        int | None, typer.Option(help="Worker processes (default: one per core).", min=1)
+        int | None,
+        typer.Option(
+            help="Worker processes (default: one per core); with Ray, scoring workers "
+            "(default: scale.workers, else one per CPU of the cluster).",
+            min=1,
+        ),
     ] = None,
+    ray: RayOption = None,
     brisque: Annotated[bool, typer.Option(help="Also compute BRISQUE (slower).")] = False,
     body_pose: Annotated[
         bool, typer.Option("--body-pose/--no-body-pose", help="Run BlazePose (MediaPipe).")
@@ -111,6 +120,7 @@ def score(
         thresholds = Thresholds()
         if ws is not None:
             thresholds = Thresholds(pass_match=ws.settings.identity.pass_match)
+        analyzer = _ray_analyzer(ws, ray, workers, instruments)
         # 3. Score, with a progress bar over the distinct images (and, in a workspace, a job
         #    record: an interrupted run resumes from the analyses already cached).
         job = None
@@ -123,7 +133,7 @@ def score(
                 job_key(sorted(map(str, targets)), sorted(map(str, references))),
                 params={"paths": [str(p) for p in targets], "refs": len(references)},
             )
-        with progress_bar(transient=True) as bar:
+        with run_display(analyzer, transient=True) as bar:
             task = bar.add_task("scoring", total=None)
 
             def progress(done: int, total: int) -> None:
@@ -142,11 +152,15 @@ def score(
                     workers=workers,
                     thresholds=thresholds,
                     progress=progress,
+                    analyze=analyzer,
                 )
             except BaseException as exc:
                 if job is not None:
                     job.fail(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
                 raise
+            finally:
+                if analyzer is not None:
+                    analyzer.close()
         if job is not None:
             job.finish(message=f"{run.analyzed} analysed, {run.cached} from cache")
     rows = [s.to_json() for s in run.scores]
@@ -215,6 +229,28 @@ def _maybe_workspace(ctx: typer.Context) -> Iterator[Workspace | None]:
     finally:
         if ws is not None:
             ws.close()
+
+
+def _ray_analyzer(
+    ws: Workspace | None, ray: str | None, workers: int | None, instruments: Instruments
+) -> RayAnalyzer | None:
+    """Scoring workers on Ray when --ray or the workspace's scale.address asks for them
+    (None: local processes, as before)."""
+    settings = ws.settings.scale if ws is not None else ScaleSettings()
+    address = ray or settings.address
+    if not address:
+        return None
+    from likeness.scale.cluster import ScaleError
+    from likeness.scale.scoring import build_score_pool
+
+    err.print(f"starting scoring workers on Ray ({address})...", highlight=False)
+    try:
+        return build_score_pool(
+            settings, instruments, address=address, workers=workers, on_notice=notice
+        )
+    except ScaleError as exc:
+        fail(str(exc))
+    raise AssertionError("unreachable")
 
 
 def _expand(paths: list[Path], recursive: bool) -> list[Path]:

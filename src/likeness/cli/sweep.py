@@ -2,6 +2,7 @@
 
 likeness sweep new [FILE]                      write a commented example spec
 likeness sweep SPEC.toml [--engine E] [--json] [--csv F] [--report DIR] [--best-out FILE]
+                         [--workers N | --comfy-url URL ...] [--ray ADDRESS]   (docs/scale.md)
 
 ``--json`` shape (stable; new keys may be added)::
 
@@ -36,15 +37,14 @@ import typer
 from rich.progress import Progress
 from rich.table import Table
 
-from likeness.cli.common import (
-    JSON_HELP,
-    err,
-    fail,
-    open_workspace,
-    out,
-    print_json,
-    progress_bar,
-    resumable,
+from likeness.cli.common import JSON_HELP, err, fail, open_workspace, out, print_json, resumable
+from likeness.cli.scaling import (
+    ComfyUrlsOption,
+    RayOption,
+    WorkersOption,
+    build_pool,
+    run_display,
+    scale_ask,
 )
 from likeness.config import HostedSettings
 from likeness.engines import ENGINE_NAMES, Engine, EngineCannotHonour, ProgressUpdate, get_engine
@@ -162,7 +162,9 @@ def sweep(
         Path | None, typer.Argument(help="With `new`: where to write (default sweep.toml).")
     ] = None,
     engine: EngineOption = None,
-    comfy_url: ComfyUrlOption = None,
+    comfy_url: ComfyUrlsOption = None,
+    workers: WorkersOption = None,
+    ray: RayOption = None,
     allow_pickle: AllowPickleOption = False,
     max_cost: MaxCostOption = None,
     max_images: MaxImagesOption = None,
@@ -213,15 +215,22 @@ def sweep(
         except RecipeError as exc:
             fail(str(exc))
         loaded = dataclasses.replace(loaded, base=base)
-        runner = build_engine(
-            base.engine,
-            comfy_url=comfy_url or ws.settings.comfyui.url,
-            allow_pickle=allow_pickle,
-            device=device,
-            dtype=dtype,
-            hosted=ws.settings.hosted,
-            max_cost=max_cost,
-            max_images=max_images,
+        scale = ws.settings.scale
+        ask = scale_ask(scale, base.engine, workers=workers, comfy_urls=comfy_url, ray=ray)
+        options = {"allow_pickle": allow_pickle, "device": device, "dtype": dtype}
+        runner = (
+            build_pool(ask, base.engine, scale, options)
+            if ask is not None
+            else build_engine(
+                base.engine,
+                comfy_url=(comfy_url or [ws.settings.comfyui.url])[0],
+                allow_pickle=allow_pickle,
+                device=device,
+                dtype=dtype,
+                hosted=ws.settings.hosted,
+                max_cost=max_cost,
+                max_images=max_images,
+            )
         )
         with resumable("the sweep"), engine_session(runner):
             try:
@@ -231,7 +240,7 @@ def sweep(
             # 2. Run (or resume).
             total = len(loaded.cells())
             try:
-                with progress_bar() as bar:
+                with run_display(runner) as bar:
                     task = bar.add_task("cells", total=total)
 
                     def on_cell(
@@ -250,7 +259,7 @@ def sweep(
                         runner,
                         scorer,
                         progress=on_cell,
-                        engine_progress=step_reporter(bar),
+                        engine_progress=None if ask else step_reporter(bar),
                     )
             except EngineCannotHonour as exc:
                 fail(f"{base.engine} cannot run this sweep: {exc}")

@@ -22,7 +22,7 @@ import hashlib
 import io
 import os
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -104,6 +104,44 @@ class Engine(Protocol):
     ) -> list[GeneratedImage]: ...
 
     def edit(self, image: Image.Image, instruction: str) -> GeneratedImage: ...
+
+    def release(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class PoolResult:
+    """What an :class:`EnginePool` hands back for one submitted recipe: its images, or the
+    one-line reason it failed (the engine refused it, or every worker it was tried on died)."""
+
+    tag: Hashable
+    recipe: Recipe
+    images: tuple[GeneratedImage, ...]
+    error: str | None
+    worker: str | None
+    """The worker that made the images (or last tried), e.g. ``w2``."""
+
+
+@runtime_checkable
+class EnginePool(Protocol):
+    """Several engines of one kind behind one queue (built by :mod:`likeness.scale`).
+
+    ``check`` asks every worker and leaves out those that cannot run the recipe (raising only
+    when none can); ``submit`` queues ``n`` images of a recipe under a caller's tag (``label``
+    names it in progress displays);
+    ``completed`` yields a :class:`PoolResult` per submission as each finishes, in any order,
+    until nothing is queued (the caller may submit more while iterating). The caller stores
+    what comes back: workers compute, only the caller writes.
+    """
+
+    name: str
+
+    def check(self, recipe: Recipe) -> None: ...
+
+    def submit(self, tag: Hashable, recipe: Recipe, n: int = 1, label: str = "") -> None: ...
+
+    def completed(self) -> Iterator[PoolResult]: ...
 
     def release(self) -> None: ...
 

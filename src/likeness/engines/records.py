@@ -84,3 +84,23 @@ def job_seeds(conn: sqlite3.Connection, job_id: int) -> list[int]:
     shares it)."""
     rows = conn.execute("SELECT seed FROM generations WHERE job_id = ?", (job_id,)).fetchall()
     return [int(r[0]) for r in rows]
+
+
+def job_outputs(conn: sqlite3.Connection, job_id: int) -> list[dict[str, Any]]:
+    """The images one job made, oldest first: sha256, seed, engine and the worker that made
+    each (its ``worker`` provenance entry: name, host, GPU or server URL; None when the job
+    ran in one process)."""
+    rows = conn.execute(
+        "SELECT image_sha, seed, engine, json_extract(provenance, '$.worker') AS worker "
+        "FROM generations WHERE job_id = ? ORDER BY created_at, rowid",
+        (job_id,),
+    ).fetchall()
+    return [
+        {
+            "image_sha": r["image_sha"],
+            "seed": int(r["seed"]),
+            "engine": r["engine"],
+            "worker": json.loads(r["worker"]) if r["worker"] else None,
+        }
+        for r in rows
+    ]

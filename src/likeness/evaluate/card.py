@@ -28,11 +28,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from likeness.engines.base import Engine, ProgressCallback
+from likeness.engines.base import Engine, EnginePool, ProgressCallback
 from likeness.evaluate import store
 from likeness.evaluate.card_spec import CardSpec, Shot
 from likeness.evaluate.cells import CellRunner, model_hashes
-from likeness.jobs import job_key, start_job
+from likeness.jobs import Job, job_key, start_job
 from likeness.recipes import Recipe
 
 if TYPE_CHECKING:
@@ -233,7 +233,7 @@ def run_card(
     ws: Workspace,
     spec: CardSpec,
     recipe: Recipe,
-    engine: Engine,
+    engine: Engine | EnginePool,
     scorer: WorkspaceScorer,
     *,
     label: str,
@@ -287,8 +287,30 @@ def run_card(
     for row in store.card_attempts(ws.db, card.id):
         recorded.setdefault(row.shot, []).append(row)
     models_known = card.model_sha256 is not None
+    pooled = isinstance(engine, EnginePool)
     try:
-        for index, shot in enumerate(spec.shots):
+        if pooled:  # every shot at once, each judged as its image arrives
+            _run_pooled(
+                engine,
+                runner,
+                spec,
+                lambda index, attempt: shot_recipe(
+                    recipe,
+                    spec,
+                    index,
+                    attempt,
+                    class_word=character.class_word,
+                    name=character.name,
+                ),
+                card.id,
+                recorded,
+                job,
+                tries=tries,
+                pass_match=pass_match,
+                models_known=models_known,
+                progress=progress,
+            )
+        for index, shot in enumerate([] if pooled else spec.shots):
             rows = {r.attempt: r for r in recorded.get(shot.id, [])}
             for attempt in range(tries):
                 done = rows.get(attempt)
@@ -323,7 +345,10 @@ def run_card(
                     models_known = True
                 if progress:
                     progress(
-                        index + 1, len(spec.shots), shot, _attempt(row, cell.image_sha, cell.score)
+                        index + 1,
+                        len(spec.shots),
+                        shot,
+                        _attempt(row, cell.image_sha, cell.score),
                     )
                 if passed:
                     break
@@ -336,6 +361,64 @@ def run_card(
     store.finish_card(ws.db, card.id, result.summary())
     job.finish(message=f"first try {result.first_try_rate:.0%}")
     return result
+
+
+def _run_pooled(
+    pool: EnginePool,
+    runner: CellRunner,
+    spec: CardSpec,
+    attempt_recipe: Callable[[int, int], Recipe],
+    card_id: int,
+    recorded: dict[str, list[store.AttemptRow]],
+    job: Job,
+    *,
+    tries: int,
+    pass_match: float,
+    models_known: bool,
+    progress: CardProgress | None,
+) -> None:
+    """Step 3 on an engine pool: every shot's next attempt is submitted at once; each image
+    is stored, scored and judged here as it arrives, and a failed attempt submits the next
+    one of its shot (attempts of one shot stay in order, shots run side by side)."""
+    rows = [{r.attempt: r for r in recorded.get(shot.id, [])} for shot in spec.shots]
+    finished = 0
+
+    def submit_next(index: int, start: int) -> bool:
+        for attempt in range(start, tries):
+            done = rows[index].get(attempt)
+            if done is not None and done.passed:
+                return False
+            if done is not None and not _generation_failed(runner.ws, done):
+                continue
+            label = f"{spec.shots[index].id} try {attempt + 1}"
+            pool.submit((index, attempt), attempt_recipe(index, attempt), label=label)
+            return True
+        return False
+
+    for index in range(len(spec.shots)):
+        finished += not submit_next(index, 0)
+    job.set_progress(finished)
+    for arrived in pool.completed():
+        index, attempt = arrived.tag  # type: ignore[misc]
+        shot = spec.shots[index]
+        if arrived.error is None:
+            cell = runner.complete(arrived.recipe, arrived.images[0])
+        else:
+            cell = runner.fail(arrived.recipe, f"generation failed: {arrived.error}")
+        passed, reasons = judge(
+            shot, cell.score, pass_match=pass_match, allow_flags=spec.allow_flags, error=cell.error
+        )
+        row = store.AttemptRow(shot.id, attempt, cell.key, passed, reasons)
+        store.add_attempt(runner.ws.db, card_id, row)
+        rows[index][attempt] = row
+        if not models_known and cell.generation:
+            store.set_card_models(runner.ws.db, card_id, *model_hashes(cell.generation))
+            models_known = True
+        if progress:
+            progress(index + 1, len(spec.shots), shot, _attempt(row, cell.image_sha, cell.score))
+        if passed or not submit_next(index, attempt + 1):
+            finished += 1
+            job.set_progress(finished, message=shot.id)
 
 
 def _generation_failed(ws: Workspace, row: store.AttemptRow) -> bool:

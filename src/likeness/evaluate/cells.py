@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from likeness.curate.ingest import Ingester
-from likeness.engines.base import Engine, EngineError, ProgressCallback
+from likeness.engines.base import Engine, EngineError, GeneratedImage, ProgressCallback
 from likeness.engines.records import record_generation
 from likeness.evaluate import store
 from likeness.recipes import Recipe, build_prompt
@@ -108,15 +108,30 @@ class CellRunner:
     def run(self, recipe: Recipe) -> Cell:
         """The cell for ``recipe``: found, completed, or generated now. Engine failures come
         back as a cell with ``error`` set (and are retried on the next run)."""
+        if not self.needs_image(recipe):
+            return self.complete(recipe, None)
+        try:
+            generated = self.engine.generate(recipe, 1, progress=self.engine_progress)[0]
+        except EngineError as exc:
+            return self.fail(recipe, f"generation failed: {exc}")
+        return self.complete(recipe, generated)
+
+    def needs_image(self, recipe: Recipe) -> bool:
+        """True while no image is stored for ``recipe``'s cell (it must be generated)."""
+        row = store.get_cell(self.ws.db, cell_key(recipe))
+        return row is None or row.image_sha is None
+
+    def complete(self, recipe: Recipe, generated: GeneratedImage | None) -> Cell:
+        """Store ``generated`` as the cell's image (unless the cell has one), then score it
+        unless scored: the one path for images made here and for images made elsewhere (an
+        engine pool's workers)."""
         key = cell_key(recipe)
         row = store.get_cell(self.ws.db, key)
         fresh = False
-        # 1. Generate and store, unless an image already exists for this cell.
+        # 1. Store, unless an image already exists for this cell.
         if row is None or row.image_sha is None:
-            try:
-                generated = self.engine.generate(recipe, 1, progress=self.engine_progress)[0]
-            except EngineError as exc:
-                return self._failed(recipe, key, f"generation failed: {exc}")
+            if generated is None:
+                raise ValueError(f"cell {key[:12]}: has no image yet; pass the generated one")
             generation = dict(generated.provenance)
             name = f"{self.name_prefix}-{key[:12]}.png"
 
@@ -140,7 +155,7 @@ class CellRunner:
 
             result = self.ingester.ingest_bytes(generated.png, name=name, on_stored=record)
             if result.status == "rejected" or result.sha256 is None:
-                return self._failed(recipe, key, f"output rejected: {result.reason}")
+                return self.fail(recipe, f"output rejected: {result.reason}")
             if result.status == "duplicate":  # stored before (by another cell or a crash)
                 with transaction(self.ws.db):
                     record(result.sha256)
@@ -157,7 +172,9 @@ class CellRunner:
         cell = _from_row(row, recipe)
         return Cell(cell.key, cell.recipe, cell.image_sha, cell.score, cell.generation, None, fresh)
 
-    def _failed(self, recipe: Recipe, key: str, error: str) -> Cell:
+    def fail(self, recipe: Recipe, error: str) -> Cell:
+        """Record that ``recipe``'s cell has no image, and why (the next run tries again)."""
+        key = cell_key(recipe)
         with transaction(self.ws.db):
             store.insert_cell(
                 self.ws.db,

@@ -3,7 +3,9 @@
 1. Expand the spec into cells (configurations x prompts x seeds).
 2. Check every configuration with the engine before any work starts.
 3. Record the sweep and its cells; start (or resume) its job.
-4. Generate, store and score each cell not finished yet (see :mod:`likeness.evaluate.cells`).
+4. Generate, store and score each cell not finished yet (see :mod:`likeness.evaluate.cells`);
+   with an engine pool (:mod:`likeness.scale`) every missing image is submitted at once and
+   each is stored and scored here as it comes back, in whatever order the workers finish.
 5. Rank the configurations by the spec's objective.
 
 Example::
@@ -21,12 +23,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from likeness.engines.base import Engine, ProgressCallback
+from likeness.engines.base import Engine, EnginePool, ProgressCallback
 from likeness.evaluate import store
 from likeness.evaluate.cells import Cell, CellRunner, cell_key
 from likeness.evaluate.objective import Objective
 from likeness.evaluate.sweep_spec import SweepCell, SweepSpec, config_label
-from likeness.jobs import start_job
+from likeness.jobs import Job, start_job
 from likeness.recipes import Recipe
 
 if TYPE_CHECKING:
@@ -153,7 +155,7 @@ class SweepResult:
         }
 
 
-def check_spec(spec: SweepSpec, engine: Engine) -> None:
+def check_spec(spec: SweepSpec, engine: Engine | EnginePool) -> None:
     """Ask the engine about every configuration (raises EngineCannotHonour naming the field)."""
     for config in spec.configs:
         engine.check(spec.config_recipe(config).with_overrides({"seed": spec.seeds[0]}))
@@ -162,14 +164,15 @@ def check_spec(spec: SweepSpec, engine: Engine) -> None:
 def run_sweep(
     ws: Workspace,
     spec: SweepSpec,
-    engine: Engine,
+    engine: Engine | EnginePool,
     scorer: WorkspaceScorer,
     *,
     progress: SweepProgress | None = None,
     engine_progress: ProgressCallback | None = None,
 ) -> SweepResult:
     """Generate, store and score every cell of ``spec`` not done yet, then rank.
-    ``engine_progress`` receives the engine's step updates (see ``Engine.generate``)."""
+    ``engine_progress`` receives the engine's step updates (see ``Engine.generate``; an
+    engine pool reports per worker instead)."""
     # 1-2. Cells, and the engine's word on every configuration.
     cells = spec.cells()
     check_spec(spec, engine)
@@ -199,8 +202,11 @@ def run_sweep(
         engine_progress=engine_progress,
     )
     generated = 0
+    pooled = isinstance(engine, EnginePool)
     try:
-        for index, cell in enumerate(cells, start=1):
+        if pooled:  # every missing image at once, each stored as it arrives
+            generated = _run_pooled(engine, runner, cells, job, progress)
+        for index, cell in enumerate([] if pooled else cells, start=1):
             found = runner.lookup(cell.recipe)
             result = None
             if found is None:
@@ -220,6 +226,46 @@ def run_sweep(
     else:
         job.finish(message=f"{outcome.total - outcome.finished} cells failed")
     return outcome
+
+
+def _run_pooled(
+    pool: EnginePool,
+    runner: CellRunner,
+    cells: list[SweepCell],
+    job: Job,
+    progress: SweepProgress | None,
+) -> int:
+    """Step 4 on an engine pool: cells without an image are submitted (one task per distinct
+    cell); each image is stored and scored here as it arrives. Returns the images made."""
+    done = generated = 0
+    waiting: dict[str, list[SweepCell]] = {}
+    for cell in cells:
+        key = cell_key(cell.recipe)
+        if key in waiting:
+            waiting[key].append(cell)
+            continue
+        if runner.needs_image(cell.recipe):
+            waiting[key] = [cell]
+            pool.submit(key, cell.recipe, label=f"{cell.label} seed {cell.seed}")
+            continue
+        result = runner.run(cell.recipe) if runner.lookup(cell.recipe) is None else None
+        done += 1
+        job.set_progress(done, message=cell.label)
+        if progress:
+            progress(done, len(cells), cell, result)
+    for arrived in pool.completed():
+        first = waiting[str(arrived.tag)][0]
+        if arrived.error is None:
+            result = runner.complete(first.recipe, arrived.images[0])
+            generated += int(result.fresh)
+        else:
+            result = runner.fail(first.recipe, f"generation failed: {arrived.error}")
+        for cell in waiting.pop(str(arrived.tag)):
+            done += 1
+            job.set_progress(done, message=cell.label)
+            if progress:
+                progress(done, len(cells), cell, result)
+    return generated
 
 
 def load_sweep(ws: Workspace, spec: SweepSpec, sweep_id: int, generated: int = 0) -> SweepResult:

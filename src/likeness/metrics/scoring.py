@@ -33,6 +33,11 @@ from likeness.metrics.skin import plastic_index, plastic_relative
 
 Progress = Callable[[int, int], None]
 """Called as progress(done, total) after each image."""
+AnalyzeRun = Callable[
+    [dict[str, Path], Instruments, Callable[[str, dict[str, Any] | str], None]], None
+]
+"""Analyses ``todo`` (sha -> path) somewhere else (e.g. Ray workers, see likeness.scale),
+calling ``deliver(sha, analysis dict or one-line error)`` from the caller's thread."""
 
 
 @dataclass(frozen=True)
@@ -131,6 +136,7 @@ def score_images(
     workers: int | None = None,
     thresholds: Thresholds | None = None,
     progress: Progress | None = None,
+    analyze: AnalyzeRun | None = None,
 ) -> ScoreRun:
     """Score `paths` against the faces in `references`.
 
@@ -142,6 +148,8 @@ def score_images(
             read from and stored in its cache, so unchanged images are never recomputed.
         workers (`int`, *optional*): processes; default one per core.
         progress (*optional*): called as progress(done, total).
+        analyze (*optional*): where the images not cached are analysed instead of local
+            processes (`likeness.scale.scoring.RayAnalyzer`).
 
     Worker processes import the caller's main module, as with any multiprocessing start
     method but fork: a script that calls this must do so under `if __name__ == "__main__":`.
@@ -156,7 +164,12 @@ def score_images(
     targets = [_Input(Path(p)) for p in paths]
     refs = [_Input(Path(p)) for p in references]
     analyzed, cached = analyze_inputs(
-        [*refs, *targets], instruments, conn=conn, workers=workers, progress=progress
+        [*refs, *targets],
+        instruments,
+        conn=conn,
+        workers=workers,
+        progress=progress,
+        analyze=analyze,
     )
     # 4. References.
     reference_set = build_references(refs, instruments, thresholds)
@@ -198,6 +211,7 @@ def analyze_inputs(
     conn: sqlite3.Connection | None = None,
     workers: int | None = None,
     progress: Progress | None = None,
+    analyze: AnalyzeRun | None = None,
 ) -> tuple[int, int]:
     """Fill `analysis` (or `error`) on each input; returns (computed, from cache)."""
     version = instruments.version
@@ -236,7 +250,10 @@ def analyze_inputs(
         if progress:
             progress(done, total)
 
-    run_parallel(todo, instruments, workers, deliver)
+    if analyze is not None:
+        analyze(todo, instruments, deliver)
+    else:
+        run_parallel(todo, instruments, workers, deliver)
     return len(todo), len(found)
 
 
