@@ -55,6 +55,31 @@ def test_pickle_checkpoint_loads_only_when_allowed(tiny_models, tmp_path):
     assert torch.equal(pipe.unet.down_blocks[1].attentions[0].proj_in.weight, reference[key])
 
 
+def test_folder_with_one_pickle_component_loads_only_when_allowed(tiny_models, tmp_path):
+    """A diffusers folder whose VAE has only a .bin file: refused without --allow-pickle,
+    loaded with it (the other components still from their safetensors)."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    from likeness.engines.base import EngineCannotHonour
+
+    folder = tmp_path / "mixed"
+    shutil.copytree(tiny_models.sd15, folder)
+    vae = folder / "vae" / "diffusion_pytorch_model.safetensors"
+    weights = load_file(vae)
+    torch.save(weights, vae.with_suffix(".bin"))
+    vae.unlink()
+    with pytest.raises(EngineCannotHonour, match="pickle"):
+        resolve_model(str(folder), "sd15")
+    pipe = load_pipeline(
+        resolve_model(str(folder), "sd15", allow_pickle=True), device="cpu", dtype=torch.float32
+    )
+    name = "decoder.conv_in.weight"
+    assert torch.equal(pipe.vae.state_dict()[name], weights[name])
+
+
 def test_sd15_single_file_checkpoint_loads_back_bit_exactly(tiny_models):
     import torch
 

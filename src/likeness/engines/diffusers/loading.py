@@ -182,12 +182,11 @@ def load_pipeline(
 
 def _load(cls: Any, source: ModelSource, dtype: Any, config: str | Path | None) -> Any:
     if source.kind == "folder":
-        safetensors = _has_safetensors(source.path)
         return cls.from_pretrained(
             str(source.path),
             dtype=dtype,
             local_files_only=True,
-            use_safetensors=safetensors,
+            use_safetensors=_safetensors_everywhere(source.path),
         )
     return cls.from_single_file(
         str(source.path),
@@ -215,5 +214,15 @@ def quiet_loading() -> Iterator[None]:
             tlog.enable_progress_bar()
 
 
-def _has_safetensors(folder: Path) -> bool:
-    return any(folder.glob("*/*.safetensors"))
+def _safetensors_everywhere(folder: Path) -> bool | None:
+    """True when every component with weights has a ``.safetensors`` file (then nothing else
+    is read); None for a folder where some component has only pickles, which diffusers then
+    loads component by component, safetensors first. Such a folder gets this far only with
+    --allow-pickle (``refuse_pickle_weights``)."""
+    for sub in folder.iterdir():
+        if not sub.is_dir():
+            continue
+        suffixes = {p.suffix for p in sub.iterdir()}
+        if suffixes & set(PICKLE_SUFFIXES) and ".safetensors" not in suffixes:
+            return None
+    return True
