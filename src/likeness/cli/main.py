@@ -26,6 +26,7 @@ from likeness.cli import (
     refs,
     review,
     score,
+    serve,
     sweep,
     train_export,
 )
@@ -85,6 +86,7 @@ app.add_typer(card.app, name="card")
 app.command("loop")(loop.loop)
 app.add_typer(enrich.app, name="enrich")
 app.add_typer(lora.app, name="lora")
+app.add_typer(serve.app, name="serve")
 train_app = typer.Typer(
     help="Train character LoRAs, or export the job for another trainer.", no_args_is_help=True
 )
