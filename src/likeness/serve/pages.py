@@ -15,7 +15,7 @@ from typing import Any
 
 import anyio
 from fastapi import APIRouter, HTTPException, Request, WebSocket, WebSocketDisconnect
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from likeness.review.metrics import MetricsIndex
 from likeness.serve import queue
@@ -142,11 +142,6 @@ def card_page(label: str, request: Request, tenant: CurrentTenant, db: TenantDb)
         raise not_found() from None
     server = server_state(request)
     return server.templates.TemplateResponse(request, "card.html", {"card": card})
-
-
-@router.get("/studio/")
-def studio_slash() -> RedirectResponse:
-    return RedirectResponse("/studio", status_code=308)
 
 
 # -- progress ---------------------------------------------------------------------------------
