@@ -74,7 +74,7 @@ def studio(request: Request, tenant: CurrentTenant, db: TenantDb) -> Response:
         {
             "character": settings.character,
             "photos": photos,
-            "groups": groups,
+            "groups": [g for g in groups if any(not o.excluded for o in g.others)],
             "versions": list_versions(db),
             "models": list_models(server.settings.shared_folders())
             + [f"{MODELS_DIR}/{n}" for n in list_models([tenant.root / MODELS_DIR])],

@@ -138,9 +138,6 @@ def upload_photos(
                 )
             )
             continue
-        if not data:
-            results.append(IngestResult(name, "rejected", reason="empty file"))
-            continue
         results.append(ingester.ingest_bytes(data, name=name))
     tenant.forget_disk_usage()
     counts: dict[str, int] = {}

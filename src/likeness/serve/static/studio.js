@@ -77,7 +77,7 @@
     grid.replaceChildren(...data.images.map((p) => el("figure", { class: p.excluded ? "excluded" : "", "data-sha": p.sha256 },
       el("img", { src: `/thumb/${p.sha256}?size=256`, alt: p.name }),
       el("figcaption", {}, p.name + (p.excluded ? " · set aside" : "")))));
-    const open = data.groups.filter((g) => g.others && g.others.length);
+    const open = data.groups.filter((g) => g.exclude.some((member) => !member.excluded));
     if (open.length && !document.getElementById("dedup")) window.location.reload();
   }
   const dedup = document.getElementById("dedup");
