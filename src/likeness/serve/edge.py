@@ -27,6 +27,10 @@ from likeness.review.security import SAFE_METHODS, Guard, is_loopback
 from likeness.serve.audit import record
 
 HSTS = (b"strict-transport-security", b"max-age=31536000")
+# `same-origin`, not the review app's `no-referrer`: with no referrer at all, Chromium sends
+# `Origin: null` on a form post (the sign-in form), which the Origin guard must refuse. Other
+# sites still get no referrer.
+REFERRER = (b"referrer-policy", b"same-origin")
 NO_STORE = (b"cache-control", b"no-store")
 AUDIT_BODY_FIELDS = ("sha256", "decision", "name", "label", "dataset", "engine", "model", "n")
 _MAX_AUDIT_BODY = 64 * 1024
@@ -61,7 +65,11 @@ class EdgeGuard:
         self.hosts = frozenset(h.lower() for h in hosts)
         self.loopback_only = loopback_only
         self.origins = Guard(allowed_origins=frozenset(allowed_origins))
-        self.headers = [*SECURITY_HEADERS, *([HSTS] if hsts else [])]
+        self.headers = [
+            *(h for h in SECURITY_HEADERS if h[0] != REFERRER[0]),
+            REFERRER,
+            *([HSTS] if hsts else []),
+        ]
 
     def refusal(self, method: str, conn: HTTPConnection) -> str | None:
         """Why this request is refused (403), or None."""
