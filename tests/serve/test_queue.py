@@ -4,6 +4,7 @@ fail with one line, and reach a trainer through the same queue."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -98,6 +99,35 @@ def test_a_job_cut_short_resumes_after_a_restart_without_duplicates(server):
     stored = images(server)
     assert len(stored) == len({sha for sha, _ in stored})
     assert {i["sha256"] for i in finished["result"]["images"]} <= {sha for sha, _ in stored}
+
+
+def test_stopping_the_server_puts_the_running_job_back_and_the_next_start_finishes_it(server):
+    engine = GatedEngine()
+    first = server.app(services=services_for(server.settings, engine=lambda: engine))
+    client, headers = with_photos(server, first)
+    job = client.post("/api/studio/generate", json={**GEN, "n": 3}, headers=headers).json()["job"]
+    assert engine.waiting.wait(30)
+    stopping = threading.Thread(target=server.close)  # the lifespan ends: workers stop
+    stopping.start()
+    time.sleep(0.2)
+    engine.gate.set()  # the image being made is stored; the job stops at its next report
+    stopping.join(30)
+    assert not stopping.is_alive()
+    conn = open_server_db(server.root)
+    state, done = conn.execute(
+        "SELECT state, done FROM queue WHERE id = ?", (job["id"],)
+    ).fetchone()
+    conn.close()
+    assert (state, done) == ("queued", 0) and len(images(server)) == 1
+    fresh = PhotoEngine(lambda recipe, seed: GENERATED[seed % 2])
+    client, _ = server.client(
+        server.app(services=services_for(server.settings, engine=lambda: fresh)), "ana"
+    )
+    wait_for(lambda: job_state(client, job["id"])["state"] == "done", "finished after the restart")
+    assert [seed for _name, seed in fresh.calls] == [11, 12]
+    assert len(images(server)) == 2  # seeds 10 and 12 make the same photo: stored once
+    trail = [e["action"] for e in client.get("/api/studio/audit").json()["entries"]]
+    assert "job.generate.interrupted" in trail
 
 
 def test_a_job_whose_model_went_away_fails_with_one_line(server):

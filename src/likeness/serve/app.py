@@ -93,6 +93,7 @@ def create_server_app(
         finally:
             if running is not None:
                 running.stop()
+            tenants.close()
             db.close()
 
     app = FastAPI(

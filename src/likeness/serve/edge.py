@@ -185,8 +185,4 @@ def _body_fields(body: bytes) -> dict[str, Any]:
 
 
 def _write(tenant: Any, **row: Any) -> None:
-    conn = tenant.connect()
-    try:
-        record(conn, actor=tenant.name, **row)
-    finally:
-        conn.close()
+    record(tenant.thread_connection(), actor=tenant.name, **row)

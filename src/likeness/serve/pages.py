@@ -21,10 +21,10 @@ from likeness.review.metrics import MetricsIndex
 from likeness.serve import queue
 from likeness.serve.auth import CurrentTenant, WsTenant, server_state
 from likeness.serve.catalog import list_models
-from likeness.serve.studio import NOT_FOUND, TenantDb, not_found
+from likeness.serve.studio import NOT_FOUND, TenantDb, not_found, photo_groups
 from likeness.serve.tenants import MODELS_DIR, Tenant
 from likeness.store.datasets import get_version, list_versions
-from likeness.store.images import list_images
+from likeness.store.images import get_image, list_images
 from likeness.store.loras import list_loras
 
 STATIC_TYPES = {".css": "text/css", ".js": "text/javascript", ".svg": "image/svg+xml"}
@@ -56,18 +56,20 @@ def asset(name: str, request: Request) -> Response:
 @router.get("/studio", response_class=HTMLResponse)
 def studio(request: Request, tenant: CurrentTenant, db: TenantDb) -> Response:
     """The photoshoot: photos, dataset, generation, jobs, results and cards on one page."""
-    from likeness.curate.dedup import find_workspace_duplicates
     from likeness.evaluate import store
 
     server = server_state(request)
     settings = tenant.settings
     photos = list_images(db, origins=["source"], include_excluded=True)
-    groups = find_workspace_duplicates(
-        db, settings.dedup.phash_max_distance, settings.dedup.dhash_max_distance
-    )
+    groups = photo_groups(db, tenant)
     metrics = tenant.review.metrics
     metrics.refresh(db)
-    results = list(reversed(list_images(db, origins=["synthetic"])))[:RECENT_RESULTS]
+    recent = db.execute(
+        "SELECT sha256 FROM images WHERE origin = 'synthetic' AND excluded = 0 "
+        "ORDER BY ingested_at DESC, sha256 LIMIT ?",
+        (RECENT_RESULTS,),
+    ).fetchall()
+    results = [image for (sha,) in recent if (image := get_image(db, sha)) is not None]
     return server.templates.TemplateResponse(
         request,
         "studio.html",

@@ -147,6 +147,16 @@ def requeue_interrupted(conn: sqlite3.Connection) -> int:
     return cur.rowcount
 
 
+def requeue(conn: sqlite3.Connection, job_id: int) -> None:
+    """Put one running job back in the queue (its worker is stopping)."""
+    with transaction(conn):
+        conn.execute(
+            "UPDATE queue SET state = 'queued', worker = NULL, "
+            "message = 'interrupted by a stop; resumes' WHERE id = ? AND state = 'running'",
+            (job_id,),
+        )
+
+
 def claim_next(conn: sqlite3.Connection, worker: str) -> QueuedJob | None:
     """The next job to run, marked running for `worker`: the oldest queued job of a user who
     has nothing running (so one user's batch does not hold everyone up), else the oldest."""

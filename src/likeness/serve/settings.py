@@ -63,6 +63,9 @@ class ServeSection:
     worker_mode: str = "process"
     """process: jobs run in a separate process, so scoring and generation never slow the
     pages; thread: in the server process (small installs, tests)."""
+    worker_nice: int = 10
+    """process workers: how much lower their CPU priority is than the server's (Unix nice):
+    generation is batch work, and pages must not wait for it."""
     release_between_users: bool = True
     """Free an engine's models (and every LoRA loaded into it) before it runs another user's
     job: no user's job ever runs on a pipeline that held another user's LoRA."""
@@ -94,6 +97,8 @@ class ServeSection:
             raise SettingsError(
                 f"serve.worker_mode: {self.worker_mode!r} is not one of 'process', 'thread'"
             )
+        if not 0 <= self.worker_nice <= 19:
+            raise SettingsError(f"serve.worker_nice: {self.worker_nice} must be 0-19")
         if self.workers < 1:
             raise SettingsError(f"serve.workers: {self.workers} must be at least 1")
         if self.session_hours <= 0:

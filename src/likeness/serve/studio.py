@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,7 +19,12 @@ from fastapi import APIRouter, Depends, File, HTTPException, Request, UploadFile
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from likeness.curate.dedup import apply_groups, find_workspace_duplicates
+from likeness.curate.dedup import (
+    DuplicateGroup,
+    apply_groups,
+    dedup_candidates,
+    group_near_duplicates,
+)
 from likeness.curate.ingest import Ingester, IngestResult
 from likeness.curate.selection import Selection
 from likeness.engines import resolve_seed
@@ -48,13 +52,9 @@ _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_IMAGES_PER_JOB = 64
 
 
-def tenant_db(tenant: CurrentTenant) -> Iterator[sqlite3.Connection]:
-    """One connection to the signed-in user's database per request."""
-    conn = tenant.connect()
-    try:
-        yield conn
-    finally:
-        conn.close()
+def tenant_db(tenant: CurrentTenant) -> sqlite3.Connection:
+    """The signed-in user's database, on this thread's connection to it."""
+    return tenant.thread_connection()
 
 
 TenantDb = Annotated[sqlite3.Connection, Depends(tenant_db)]
@@ -73,14 +73,19 @@ def policy_for(server: ServerState, tenant: Tenant) -> PathPolicy:
     return PathPolicy(tenant.root, tuple(server.settings.shared_folders()))
 
 
+def photo_groups(db: sqlite3.Connection, tenant: Tenant) -> list[DuplicateGroup]:
+    """Near-duplicate groups among the uploaded photos (origin source; set-aside ones
+    included, so the groups stay stable after dedup), as `likeness dedup` finds them."""
+    settings = tenant.settings.dedup
+    photos = [r for r in dedup_candidates(db) if r.origin == "source"]
+    return group_near_duplicates(photos, settings.phash_max_distance, settings.dhash_max_distance)
+
+
 # -- photos -----------------------------------------------------------------------------------
 @router.get("/photos")
 def photos(tenant: CurrentTenant, db: TenantDb) -> dict[str, Any]:
     """The source photos (set-aside duplicates included, marked) and the near-duplicate groups."""
-    ws = tenant.workspace(db)
-    groups = find_workspace_duplicates(
-        db, ws.settings.dedup.phash_max_distance, ws.settings.dedup.dhash_max_distance
-    )
+    groups = photo_groups(db, tenant)
     return {
         "images": [
             {
@@ -150,9 +155,7 @@ def upload_photos(
 @router.post("/dedup")
 def dedup(request: Request, tenant: CurrentTenant, db: TenantDb) -> dict[str, Any]:
     """Keep the best photo of each near-duplicate group; set the others aside (never deleted)."""
-    ws = tenant.workspace(db)
-    settings = ws.settings.dedup
-    groups = find_workspace_duplicates(db, settings.phash_max_distance, settings.dhash_max_distance)
+    groups = photo_groups(db, tenant)
     changed = apply_groups(db, groups)
     request.state.audit = {"changed": changed}
     return {"changed": changed, "groups": [g.to_dict() for g in groups]}

@@ -12,7 +12,6 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,6 +57,8 @@ class Tenant:
     limits: Limits
     _disk: tuple[float, int] = field(default=(0.0, -1), repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _local: threading.local = field(default_factory=threading.local, repr=False)
+    _opened: list[sqlite3.Connection] = field(default_factory=list, repr=False)
 
     @property
     def db_path(self) -> Path:
@@ -70,6 +71,27 @@ class Tenant:
     def connect(self) -> sqlite3.Connection:
         """A new connection to this user's database (the caller closes it)."""
         return connect(self.db_path, migrate=False)
+
+    def thread_connection(self) -> sqlite3.Connection:
+        """This thread's connection to the user's database, kept for the thread's next
+        request (opening one costs more than most requests; a connection is only ever used by
+        one thread at a time). Closed by `close()`."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = connect(self.db_path, migrate=False)
+            self._local.conn = conn
+            with self._lock:
+                self._opened.append(conn)
+        elif conn.in_transaction:  # a request that failed inside a transaction
+            conn.rollback()
+        return conn
+
+    def close(self) -> None:
+        with self._lock:
+            opened, self._opened = self._opened, []
+        for conn in opened:
+            conn.close()
+        self._local = threading.local()
 
     def workspace(self, conn: sqlite3.Connection) -> Workspace:
         """The workspace object over an open connection (closing it is the caller's)."""
@@ -145,12 +167,23 @@ class TenantRegistry:
                 return found[1]
         tenant = self._build(user)
         with self._lock:
+            old = self._tenants.get(user.id)
             self._tenants[user.id] = (key, tenant)
+        if old is not None:
+            old[1].close()  # the quota changed: requests now go through the new tenant
         return tenant
 
     def forget(self, user_id: int) -> None:
         with self._lock:
-            self._tenants.pop(user_id, None)
+            found = self._tenants.pop(user_id, None)
+        if found is not None:
+            found[1].close()
+
+    def close(self) -> None:
+        with self._lock:
+            tenants, self._tenants = list(self._tenants.values()), {}
+        for _key, tenant in tenants:
+            tenant.close()
 
     def _build(self, user: User) -> Tenant:
         root = (self.server_root / user.folder).resolve()
@@ -184,6 +217,3 @@ class TenantRegistry:
             review=review,
             limits=effective_limits(user, self.quota_defaults),
         )
-
-
-TenantLookup = Callable[[int], Tenant | None]

@@ -36,6 +36,10 @@ class JobCancelled(Exception):
     """The user asked the job to stop; what it stored so far stays."""
 
 
+class WorkerStopping(Exception):
+    """The server is stopping: the job goes back to the queue and resumes at the next start."""
+
+
 TrainRunner = Callable[["JobContext"], dict[str, Any]]
 
 
@@ -67,6 +71,8 @@ class JobContext:
     services: Services
     server: sqlite3.Connection
     params: dict[str, Any] = field(default_factory=dict)
+    stopping: Callable[[], bool] = lambda: False
+    """True once the worker is asked to stop (checked at every progress report)."""
     _last_report: float = 0.0
 
     def __post_init__(self) -> None:
@@ -80,7 +86,10 @@ class JobContext:
         *,
         force: bool = True,
     ) -> None:
-        """Record progress; raises JobCancelled when the user asked to stop."""
+        """Record progress; raises JobCancelled when the user asked to stop, WorkerStopping
+        when the server is stopping."""
+        if self.stopping():
+            raise WorkerStopping(f"job {self.job.id} interrupted by a stop; it resumes")
         now = time.monotonic()
         if not force and now - self._last_report < _REPORT_EVERY_SECONDS:
             return

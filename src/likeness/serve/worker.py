@@ -32,7 +32,15 @@ from likeness.serve.engines import EngineProvider
 from likeness.serve.policy import PathPolicy
 from likeness.serve.serverdb import open_server_db
 from likeness.serve.settings import ServeSettings, load_serve_settings
-from likeness.serve.work import RUNNERS, JobCancelled, JobContext, Runner, Services, error_line
+from likeness.serve.work import (
+    RUNNERS,
+    JobCancelled,
+    JobContext,
+    Runner,
+    Services,
+    WorkerStopping,
+    error_line,
+)
 from likeness.workspace import Workspace
 
 POLL_SECONDS = 0.25
@@ -56,6 +64,7 @@ class Worker:
         self.runners = runners
         self.name = name
         self.conn = open_server_db(self.root)
+        self.stop: Any = threading.Event()
 
     def run_once(self) -> bool:
         """Claim and run one job; False when the queue was empty."""
@@ -82,10 +91,14 @@ class Worker:
             policy=PathPolicy(ws.root, tuple(self.settings.shared_folders())),
             services=self.services,
             server=self.conn,
+            stopping=self.stop.is_set,
         )
         try:
             ctx.audit(f"job.{job.kind}.started", str(job.id), attempt=job.attempts)
             result = runner(ctx)
+        except WorkerStopping:
+            queue.requeue(self.conn, job.id)
+            _audit_quietly(ws, user.name, f"job.{job.kind}.interrupted", job.id, "server stopping")
         except JobCancelled:
             queue.finish(self.conn, job.id, "cancelled", message="cancelled; what was made is kept")
             ctx.audit(f"job.{job.kind}.cancelled", str(job.id))
@@ -102,7 +115,9 @@ class Worker:
             ws.close()
 
     def run_forever(self, stop: Any, poll: float = POLL_SECONDS) -> None:
-        """Run jobs until `stop` (an Event) is set."""
+        """Run jobs until `stop` (an Event) is set; a job running then stops at its next
+        progress report and goes back to the queue."""
+        self.stop = stop
         while not stop.is_set():
             try:
                 ran = self.run_once()
@@ -116,9 +131,9 @@ class Worker:
         self.conn.close()
 
 
-def _audit_quietly(ws: Workspace, actor: str, action: str, job_id: int, error: str) -> None:
+def _audit_quietly(ws: Workspace, actor: str, action: str, job_id: int, why: str) -> None:
     with contextlib.suppress(sqlite3.Error):
-        record(ws.db, actor=actor, action=action, target=str(job_id), detail={"error": error})
+        record(ws.db, actor=actor, action=action, target=str(job_id), detail={"why": why})
 
 
 class Workers(Protocol):
@@ -151,6 +166,8 @@ class ThreadWorkers:
 def worker_main(root: str, index: int, stop: Any) -> None:
     """Entry point of a worker process: settings from `serve.toml`, engines as configured."""
     settings = load_serve_settings(Path(root))
+    if settings.serve.worker_nice and hasattr(os, "nice"):
+        os.nice(settings.serve.worker_nice)
     services = Services(
         engines=EngineProvider(settings.serve),
         train=_train_runner(),
