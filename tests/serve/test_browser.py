@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.review.live import serve
 from tests.review.test_browser import ARGS, ARTIFACTS, CHROMIUM, wait_until
 
 from .builder import face_bytes, settings_for
 from .conftest import Server
-from .live import serve
 
 pytestmark = [
     pytest.mark.browser,
@@ -40,8 +40,9 @@ def browser() -> Iterator[object]:
 def site(make_server_folder) -> Iterator[tuple[Server, str]]:
     server = make_server_folder(("ana", "ben"))
     server.settings = settings_for(server.root, hosts=["localhost"])
-    with serve(server.app()) as url:
-        yield server, url
+    with serve(server.app(), lifespan="on") as url:
+        # localhost, not 127.0.0.1: browsers keep Secure cookies for localhost over HTTP.
+        yield server, url.replace("127.0.0.1", "localhost")
 
 
 def decision(server: Server, user: str, sha: str) -> str | None:

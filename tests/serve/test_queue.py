@@ -16,6 +16,7 @@ from likeness.serve.serverdb import open_server_db
 from likeness.store.db import connect
 from likeness.train.lora_files import add_lora
 from tests.evaluate.photo_engine import PhotoEngine
+from tests.review.test_browser import wait_until
 
 from .builder import HOST, face_bytes, lora_file
 from .conftest import Server, services_for
@@ -23,11 +24,7 @@ from .engines import GENERATED, GatedEngine
 
 
 def wait_for(check: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+    wait_until(check, what, timeout)
 
 
 def with_photos(server: Server, app, name: str = "ana"):
