@@ -15,7 +15,7 @@ import pytest
 from tests.review.live import serve
 from tests.review.test_browser import ARGS, ARTIFACTS, CHROMIUM, wait_until
 
-from .builder import face_bytes, settings_for
+from .builder import face_bytes, lora_file, settings_for
 from .conftest import Server
 
 pytestmark = [
@@ -100,12 +100,28 @@ def test_two_people_run_a_photoshoot_side_by_side(site, browser, tmp_path):
         page.fill("#dataset-name", user)
         page.click("#make-dataset button")
         page.wait_for_selector(f"#versions a:text('{user}@v1')")
+    # Ana adds a LoRA trained elsewhere; it becomes the LoRA of her generation.
+    ana = pages["ana"]
+    lora = lora_file(tmp_path / "mara_v1.safetensors", seed=3)
+    ana.set_input_files("#lora-file", str(lora))
+    ana.select_option("#lora-form [name=dataset]", "ana@v1")
+    ana.select_option("#lora-form [name=family]", "sdxl")
+    ana.click("#lora-form button")
+    ana.locator("#generate-form [name=lora] option").nth(1).wait_for(state="attached")
+    assert (
+        ana.locator("#generate-form [name=lora] option").nth(1).inner_text() == "mara_v1 (ana@v1)"
+    )
+    assert ana.input_value("#generate-form [name=lora]") != ""
     # 4. Generation for both at once, progress over the WebSocket, then the scored results.
     for page in pages.values():
         for field, value in (("n", "2"), ("width", "64"), ("height", "64"), ("steps", "2")):
             page.fill(f"#generate-form [name={field}]", value)
         page.fill("#generate-form [name=seed]", "20")
         page.click("#generate-button")
+    conn = sqlite3.connect(server.root / "server.db")
+    recipes = dict(conn.execute("SELECT user_id, params FROM queue").fetchall())
+    conn.close()
+    assert "mara_v1.safetensors" in recipes[1] and "safetensors" not in recipes[2]
     for user, page in pages.items():
         page.wait_for_selector("#job-list .progress[data-state=done]", timeout=120_000)
         page.locator("#result-grid .result").nth(1).wait_for()
@@ -128,7 +144,7 @@ def test_two_people_run_a_photoshoot_side_by_side(site, browser, tmp_path):
         assert page.locator("nav.account .who").inner_text() == user
         page.screenshot(path=str(ARTIFACTS / f"serve-review-{user}.png"))
     # 6. Neither saw the other's images, and naming one gets nothing.
-    ana, ben = pages["ana"], pages["ben"]
+    ben = pages["ben"]
     ana_sources = ana.eval_on_selector_all("img", "xs => xs.map(x => x.src)")
     for page, other in ((ana, "ben"), (ben, "ana")):
         page.goto(f"{url}/studio")

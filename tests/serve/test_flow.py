@@ -19,7 +19,7 @@ from likeness.data import FACES
 from likeness.serve.engines import EngineProvider
 from likeness.serve.work import Services
 
-from .builder import face_bytes
+from .builder import face_bytes, lora_file
 from .test_queue import GEN, job_state, wait_for
 
 
@@ -189,3 +189,46 @@ def test_a_tiny_diffusers_model_shared_by_the_admin(server):
     assert png.headers["content-type"] == "image/png"
     assert Image.open(io.BytesIO(png.content)).size == (64, 64)
     assert time.monotonic() - started < 180
+
+
+def test_a_lora_trained_elsewhere_joins_the_users_list(server, tmp_path):
+    app = server.app(workers=False)
+    client, headers = server.client(app, "ana")
+    files = [("files", ("obama.jpg", face_bytes("obama.jpg"), "image/jpeg"))]
+    client.post("/api/studio/photos", files=files, headers=headers)
+    client.post("/api/studio/datasets", json={"name": "mara"}, headers=headers)
+    data = lora_file(tmp_path / "mara_v1.safetensors", seed=4).read_bytes()
+    added = client.post(
+        "/api/studio/loras",
+        files={"file": ("mara_v1.safetensors", data)},
+        data={"dataset": "mara@v1", "family": "sdxl"},
+        headers=headers,
+    )
+    assert added.status_code == 201, added.text
+    lora = added.json()
+    assert (lora["name"], lora["dataset"], lora["new"]) == ("mara_v1", "mara@v1", True)
+    assert "path" not in lora
+    stored = server.root / "users" / "ana" / "loras" / "mara_v1.safetensors"
+    assert stored.read_bytes() == data
+    assert [p.name for p in stored.parent.iterdir()] == ["mara_v1.safetensors"]  # no leftovers
+    job = client.post(
+        "/api/studio/generate",
+        json={**GEN, "n": 1, "loras": [{"sha256": lora["sha256"], "strength": 0.8}]},
+        headers=headers,
+    )
+    assert job.status_code == 202
+    assert job.json()["job"]["params"]["recipe"]["loras"] == [
+        {"path": str(stored), "strength": 0.8}
+    ]
+    # Not a LoRA: one line naming the file as uploaded, never a path on the server.
+    bad = client.post(
+        "/api/studio/loras", files={"file": ("notes.safetensors", b"hello")}, headers=headers
+    )
+    assert bad.status_code == 422
+    assert (
+        bad.json()["error"].startswith("notes.safetensors: ") and str(server.root) not in bad.text
+    )
+    pickle = client.post(
+        "/api/studio/loras", files={"file": ("old.ckpt", b"x" * 64)}, headers=headers
+    )
+    assert pickle.status_code == 422 and "only .safetensors" in pickle.json()["error"]

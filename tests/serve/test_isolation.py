@@ -17,14 +17,16 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+from fastapi import params as fastapi_params
 from fastapi.routing import APIRoute, APIWebSocketRoute, iter_route_contexts
 from fastapi.testclient import TestClient
 from starlette.testclient import WebSocketDenialResponse
 
-from .builder import BASE, ORIGIN, Holdings, fill_workspace
+from .builder import BASE, ORIGIN, Holdings, fill_workspace, lora_file
 from .conftest import Server, services_for
 
 USERS = ("ana", "ben", "cai")
+LORA_BYTES = b""  # filled once the fixture has made a LoRA file
 # Path parameters that name a user's data, and the kind of data they name.
 PATH_KINDS = {
     "sha": "images",
@@ -43,6 +45,10 @@ BODY_TEMPLATES: dict[str, dict[str, Any]] = {
     "GenerateBody": {"model": "tiny-sdxl", "n": 1},
     "CardBody": {"model": "tiny-sdxl", "label": "probe", "shots": ["front_neutral"]},
     "TrainBody": {"model": "tiny-sdxl"},
+}
+# Multipart form fields that name a user's data; each such route needs its files here.
+FORM_FILES: dict[str, Any] = {
+    "/api/studio/loras": lambda: {"file": ("probe.safetensors", LORA_BYTES)},
 }
 # Query parameters that name a user's data (filters: a foreign name must filter like none).
 QUERY_KINDS = {"dataset": "datasets"}
@@ -116,6 +122,13 @@ def attempts_for(app: Any) -> list[Attempt]:
                 if q.name in QUERY_KINDS:
                     found.append(Attempt(method, path, "query", QUERY_KINDS[q.name], param=q.name))
             for b in flat.body:
+                if isinstance(b.field_info, fastapi_params.Form):  # multipart: File is a Form too
+                    if b.name in BODY_KINDS:
+                        assert path in FORM_FILES, f"{method} {path}: form field {b.name!r}"
+                        found.append(
+                            Attempt(method, path, "form", BODY_KINDS[b.name], param=b.name)
+                        )
+                    continue
                 model = getattr(b.field_info.annotation, "__name__", "")
                 fields = getattr(b.field_info.annotation, "model_fields", {})
                 for name in fields:
@@ -130,6 +143,8 @@ def attempts_for(app: Any) -> list[Attempt]:
 @pytest.fixture
 def three(make_server_folder: Any) -> Iterator[tuple[Server, dict[str, Holdings], Any]]:
     server = make_server_folder(USERS)
+    global LORA_BYTES
+    LORA_BYTES = lora_file(server.root / "probe.safetensors", seed=99).read_bytes()
     held = {name: fill_workspace(server.root, name, seed) for seed, name in enumerate(USERS, 1)}
     # Training available (its runner is never reached: no worker runs), jobs stay queued.
     app = server.app(workers=False, services=services_for(server.settings, train=lambda ctx: {}))
@@ -155,6 +170,14 @@ def send(
         body[attempt.param or ""] = (
             [{"sha256": value, "strength": 0.7}] if attempt.param == "loras" else value
         )
+    if attempt.where == "form":
+        answer = client.post(
+            path,
+            data={attempt.param or "": value},
+            files=FORM_FILES[attempt.path](),
+            headers=headers,
+        )
+        return (answer.status_code, answer.headers.get("content-type"), answer.content)
     if attempt.where == "websocket":
         try:
             with client.websocket_connect(f"wss://{BASE[8:]}{path}", headers=ORIGIN) as ws:
@@ -198,7 +221,7 @@ def test_every_route_answers_another_users_ids_as_never_existing(three):
                     )
                     where = f"{attacker} -> {victim}'s {attempt.kind} {value!r} at {attempt}"
                     assert foreign == absent, where
-                    if attempt.where in ("path", "body", "websocket"):
+                    if attempt.where in ("path", "body", "form", "websocket"):
                         assert foreign[0] == 404, where
                     tried += 1
     assert tried >= 200, tried

@@ -11,11 +11,13 @@ not found (another user's, or none at all) is 404 with the same body: `{"detail"
 from __future__ import annotations
 
 import re
+import secrets
+import shutil
 import sqlite3
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, HTTPException, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
@@ -46,6 +48,7 @@ from likeness.store.blobs import is_sha256
 from likeness.store.datasets import DatasetError, get_version, list_versions
 from likeness.store.images import list_images
 from likeness.store.loras import list_loras, lora_by_sha256
+from likeness.train.lora_files import LORAS_DIR
 
 NOT_FOUND = "not found"
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -224,6 +227,49 @@ def lora(lora_sha: str, tenant: CurrentTenant, db: TenantDb) -> dict[str, Any]:
     if row is None:
         raise not_found()
     return _lora(row)
+
+
+@router.post("/loras")
+def upload_lora(
+    request: Request,
+    tenant: CurrentTenant,
+    db: TenantDb,
+    file: Annotated[UploadFile, File(description="A LoRA .safetensors file.")],
+    dataset: Annotated[str | None, Form(max_length=80)] = None,
+    family: Annotated[str | None, Form(max_length=8)] = None,
+) -> JSONResponse:
+    """Add a LoRA trained elsewhere to the user's list (as `likeness lora add`), optionally on
+    one of the user's dataset versions (`NAME@vN`; another user's name is 404)."""
+    from likeness.train.lora_files import LoraFileError, add_lora
+
+    name = Path(file.filename or "lora.safetensors").name
+    if dataset:
+        try:
+            _dataset_version(db, dataset)
+        except DatasetError:
+            raise not_found() from None
+    try:
+        check_disk(tenant, adding_bytes=file.size or 0)
+    except QuotaExceeded as exc:
+        return refused(str(exc), 403)
+    # 1. The upload into the user's folder (never anywhere else), then recorded and copied in.
+    folder = tenant.root / LORAS_DIR
+    folder.mkdir(exist_ok=True)
+    upload = folder / f".upload-{secrets.token_hex(8)}{Path(name).suffix.lower()}"
+    try:
+        with upload.open("wb") as out:
+            shutil.copyfileobj(file.file, out, 1 << 20)
+        added = add_lora(
+            tenant.workspace(db), upload, dataset=dataset or None, family=family or None,
+            name=Path(name).stem,
+        )  # fmt: skip
+    except LoraFileError as exc:
+        return refused(str(exc).replace(str(upload), name))
+    finally:
+        upload.unlink(missing_ok=True)
+        tenant.forget_disk_usage()
+    request.state.audit = {"file": name, "lora": added.row.sha256, "new": added.new}
+    return JSONResponse({**_lora(added.row), "new": added.new}, status_code=201)
 
 
 def _lora(row: Any) -> dict[str, Any]:

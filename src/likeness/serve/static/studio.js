@@ -100,6 +100,9 @@
       table.querySelectorAll("tr.empty").forEach((r) => r.remove());
       table.prepend(el("tr", {}, el("td", {}, el("a", { href: `/studio/datasets/${made.name}` }, made.ref)),
         el("td", {}, `${made.count} images`), el("td", { class: "muted" }, "just now")));
+      document.querySelectorAll("#lora-form [name=dataset], #train-form [name=dataset]").forEach((select) => {
+        select.append(el("option", {}, made.ref));
+      });
     }));
   }
 
@@ -126,6 +129,22 @@
       const shots = String(f.get("shots") || "").split(/[\s,]+/).filter(Boolean);
       const data = await send("/api/studio/card", { ...body, label: String(f.get("label") || "").trim(), shots });
       queued(data.job);
+    }));
+  }
+  const loraForm = document.getElementById("lora-form");
+  if (loraForm) {
+    loraForm.addEventListener("submit", guard(async () => {
+      const form = new FormData(loraForm);
+      if (!document.getElementById("lora-file").files.length) { toast("choose a LoRA file", true); return; }
+      for (const key of ["dataset", "family"]) if (!form.get(key)) form.delete(key);
+      const lora = await send("/api/studio/loras", form);
+      toast(`${lora.name}: ${lora.new ? "added" : "already in your list"}`);
+      const select = genForm.querySelector("[name=lora]");
+      if (!select.querySelector(`option[value="${lora.sha256}"]`)) {
+        select.append(el("option", { value: lora.sha256 }, `${lora.name} (${lora.dataset || "no dataset"})`));
+      }
+      select.value = lora.sha256;
+      loraForm.reset();
     }));
   }
   const trainForm = document.getElementById("train-form");
