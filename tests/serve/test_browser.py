@@ -118,10 +118,6 @@ def test_two_people_run_a_photoshoot_side_by_side(site, browser, tmp_path):
             page.fill(f"#generate-form [name={field}]", value)
         page.fill("#generate-form [name=seed]", "20")
         page.click("#generate-button")
-    conn = sqlite3.connect(server.root / "server.db")
-    recipes = dict(conn.execute("SELECT user_id, params FROM queue").fetchall())
-    conn.close()
-    assert "mara_v1.safetensors" in recipes[1] and "safetensors" not in recipes[2]
     for user, page in pages.items():
         page.wait_for_selector("#job-list .progress[data-state=done]", timeout=120_000)
         page.locator("#result-grid .result").nth(1).wait_for()
@@ -130,6 +126,10 @@ def test_two_people_run_a_photoshoot_side_by_side(site, browser, tmp_path):
         assert page.locator("#result-grid .match.pass").count() == 1
         assert page.locator("#result-grid .match.fail").count() == 1
         page.screenshot(path=str(ARTIFACTS / f"serve-studio-{user}.png"), full_page=True)
+    conn = sqlite3.connect(server.root / "server.db")
+    recipes = dict(conn.execute("SELECT user_id, params FROM queue").fetchall())
+    conn.close()
+    assert "mara_v1.safetensors" in recipes[1] and "safetensors" not in recipes[2]
     # 5. Review with the keys: the first candidate accepted, stored under the account's name.
     shas = {}
     for user, page in pages.items():

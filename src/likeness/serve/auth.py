@@ -249,8 +249,5 @@ def _login_form(
 
 
 def _audit(tenant: Tenant, action: str, status: int, detail: dict[str, Any]) -> None:
-    conn = tenant.connect()
-    try:
+    with tenant.lease() as conn:
         record(conn, actor=tenant.name, action=action, status=status, detail=detail)
-    finally:
-        conn.close()

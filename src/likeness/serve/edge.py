@@ -185,4 +185,5 @@ def _body_fields(body: bytes) -> dict[str, Any]:
 
 
 def _write(tenant: Any, **row: Any) -> None:
-    record(tenant.thread_connection(), actor=tenant.name, **row)
+    with tenant.lease() as conn:
+        record(conn, actor=tenant.name, **row)

@@ -14,6 +14,7 @@ import re
 import secrets
 import shutil
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -55,9 +56,10 @@ _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_IMAGES_PER_JOB = 64
 
 
-def tenant_db(tenant: CurrentTenant) -> sqlite3.Connection:
-    """The signed-in user's database, on this thread's connection to it."""
-    return tenant.thread_connection()
+def tenant_db(tenant: CurrentTenant) -> Iterator[sqlite3.Connection]:
+    """A connection to the signed-in user's database, this request's alone."""
+    with tenant.lease() as conn:
+        yield conn
 
 
 TenantDb = Annotated[sqlite3.Connection, Depends(tenant_db)]

@@ -12,6 +12,8 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +33,8 @@ THUMB_CACHE_DIR = Path("cache") / "thumbs"
 MODELS_DIR = "models"
 """A user's own model files (LoRAs trained or uploaded) inside their workspace."""
 _USAGE_TTL_SECONDS = 5.0
+MAX_IDLE_CONNECTIONS = 8
+"""Idle connections kept per user (more are closed when given back)."""
 
 
 @dataclass(frozen=True)
@@ -57,8 +61,8 @@ class Tenant:
     limits: Limits
     _disk: tuple[float, int] = field(default=(0.0, -1), repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    _local: threading.local = field(default_factory=threading.local, repr=False)
-    _opened: list[sqlite3.Connection] = field(default_factory=list, repr=False)
+    _idle: list[sqlite3.Connection] = field(default_factory=list, repr=False)
+    _closed: bool = field(default=False, repr=False)
 
     @property
     def db_path(self) -> Path:
@@ -72,26 +76,35 @@ class Tenant:
         """A new connection to this user's database (the caller closes it)."""
         return connect(self.db_path, migrate=False)
 
-    def thread_connection(self) -> sqlite3.Connection:
-        """This thread's connection to the user's database, kept for the thread's next
-        request (opening one costs more than most requests; a connection is only ever used by
-        one thread at a time). Closed by `close()`."""
-        conn = getattr(self._local, "conn", None)
+    @contextmanager
+    def lease(self) -> Iterator[sqlite3.Connection]:
+        """A connection to the user's database for one request, alone: taken from the idle
+        ones (opening one costs more than most requests) and given back after. A request's
+        dependencies and route may run on different threads, so a connection belongs to a
+        request, not to a thread."""
+        with self._lock:
+            conn = self._idle.pop() if self._idle else None
         if conn is None:
             conn = connect(self.db_path, migrate=False)
-            self._local.conn = conn
+        try:
+            yield conn
+        finally:
+            if conn.in_transaction:  # a request that failed inside a transaction
+                conn.rollback()
             with self._lock:
-                self._opened.append(conn)
-        elif conn.in_transaction:  # a request that failed inside a transaction
-            conn.rollback()
-        return conn
+                keep = not self._closed and len(self._idle) < MAX_IDLE_CONNECTIONS
+                if keep:
+                    self._idle.append(conn)
+            if not keep:
+                conn.close()
 
     def close(self) -> None:
+        """Close the idle connections; those in use close when given back."""
         with self._lock:
-            opened, self._opened = self._opened, []
-        for conn in opened:
+            idle, self._idle = self._idle, []
+            self._closed = True
+        for conn in idle:
             conn.close()
-        self._local = threading.local()
 
     def workspace(self, conn: sqlite3.Connection) -> Workspace:
         """The workspace object over an open connection (closing it is the caller's)."""
