@@ -278,3 +278,45 @@ def test_lists_hold_only_the_users_own_data(three):
                 assert str(value).encode() not in everything, (other, kind, value)
         assert other.encode() not in everything
     assert all(sha.encode() in everything for sha in held["ana"].images)
+
+
+def test_users_working_at_once_each_write_only_their_own_workspace(three):
+    """Three clients deciding at the same time, on a server whose requests run on a thread
+    pool: every decision lands in its user's database, under its user's name."""
+    import sqlite3
+    import threading
+
+    server, held, app = three
+    sessions = {name: server.client(app, name) for name in USERS}
+    failures: list[str] = []
+
+    def decide(name: str) -> None:
+        client, headers = sessions[name]
+        for i in range(30):
+            sha = held[name].images[i % 3]
+            state = ("accepted", "rejected", "undecided")[i % 3]
+            answer = client.post(
+                "/api/decide", json={"sha256": sha, "decision": state}, headers=headers
+            )
+            if answer.status_code != 200:
+                failures.append(f"{name}: {answer.status_code} {answer.text}")
+
+    threads = [threading.Thread(target=decide, args=(name,)) for name in USERS]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+    for name in USERS:
+        db = sqlite3.connect(server.root / "users" / name / "likeness.db")
+        reviewers = db.execute(
+            "SELECT reviewer, COUNT(*) FROM review_history GROUP BY 1"
+        ).fetchall()
+        images = {r[0] for r in db.execute("SELECT DISTINCT image_sha FROM review_history")}
+        audit = db.execute(
+            "SELECT COUNT(*) FROM audit WHERE action = 'POST /api/decide' AND actor = ?", (name,)
+        ).fetchone()[0]
+        db.close()
+        assert reviewers == [(name, 31)]  # the builder's decision plus these 30
+        assert images == set(held[name].images)
+        assert audit == 30
