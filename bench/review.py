@@ -50,53 +50,58 @@ def make_workspace(root: Path, n: int, seed: int = 0) -> list[str]:
     """A workspace with `n` small synthetic images and a realistic analysis for each
     (scalars plus a 128-D descriptor and 68 landmarks, as face analyzers store)."""
     ws = Workspace.create(root, name="Bench Subject")
-    rng = np.random.default_rng(seed)
-    shas = []
     try:
-        rows = []
-        for i in range(n):
-            small = rng.integers(0, 256, size=(4, 3, 3), dtype=np.uint8)
-            img = Image.fromarray(small).resize((96, 128), Image.Resampling.BILINEAR)
-            buffer = io.BytesIO()
-            img.save(buffer, "PNG", compress_level=1)
-            data = buffer.getvalue()
-            sha = ws.blobs.put_bytes(data)
-            shas.append(sha)
-            rows.append((sha, i, len(data)))
-        with transaction(ws.db):
-            for sha, i, size in rows:
-                ws.db.execute(
-                    "INSERT INTO images (sha256, origin, original_name, size_bytes, format, "
-                    "width, height, mode, ingested_at, phash, dhash, sharpness) "
-                    "VALUES (?, 'synthetic', ?, ?, 'PNG', 96, 128, 'RGB', ?, ?, ?, 100.0)",
-                    (sha, f"gen_{i:05d}.png", size, utc_now(), sha[:16], sha[16:32]),
-                )
-                match = float(rng.uniform(2, 10))
-                result = {
-                    "match": round(match, 2),
-                    "distance": round(1 - match / 10, 3),
-                    "yaw": float(rng.uniform(-60, 60)),
-                    "angle": "front",
-                    "expression": "neutral",
-                    "body_pose": "standing",
-                    "grain": float(rng.uniform(0, 8)),
-                    "flags": ["face_too_small"] if i % 17 == 0 else [],
-                    "faces": [
-                        {
-                            "box": [10, 10, 60, 60],
-                            "descriptor": rng.normal(size=128).round(5).tolist(),
-                            "landmarks": rng.uniform(0, 96, size=(68, 2)).round(2).tolist(),
-                        }
-                    ],
-                    "subject": 0,
-                }
-                ws.db.execute(
-                    "INSERT INTO analyses (image_sha, analyzer, version, result, created_at) "
-                    "VALUES (?, 'score', '1', ?, ?)",
-                    (sha, json.dumps(result), utc_now()),
-                )
+        return fill_images(ws, n, seed)
     finally:
         ws.close()
+
+
+def fill_images(ws: Workspace, n: int, seed: int = 0) -> list[str]:
+    """Add `n` synthetic images with their analyses to an open workspace; their sha256s."""
+    rng = np.random.default_rng(seed)
+    shas = []
+    rows = []
+    for i in range(n):
+        small = rng.integers(0, 256, size=(4, 3, 3), dtype=np.uint8)
+        img = Image.fromarray(small).resize((96, 128), Image.Resampling.BILINEAR)
+        buffer = io.BytesIO()
+        img.save(buffer, "PNG", compress_level=1)
+        data = buffer.getvalue()
+        sha = ws.blobs.put_bytes(data)
+        shas.append(sha)
+        rows.append((sha, i, len(data)))
+    with transaction(ws.db):
+        for sha, i, size in rows:
+            ws.db.execute(
+                "INSERT INTO images (sha256, origin, original_name, size_bytes, format, "
+                "width, height, mode, ingested_at, phash, dhash, sharpness) "
+                "VALUES (?, 'synthetic', ?, ?, 'PNG', 96, 128, 'RGB', ?, ?, ?, 100.0)",
+                (sha, f"gen_{i:05d}.png", size, utc_now(), sha[:16], sha[16:32]),
+            )
+            match = float(rng.uniform(2, 10))
+            result = {
+                "match": round(match, 2),
+                "distance": round(1 - match / 10, 3),
+                "yaw": float(rng.uniform(-60, 60)),
+                "angle": "front",
+                "expression": "neutral",
+                "body_pose": "standing",
+                "grain": float(rng.uniform(0, 8)),
+                "flags": ["face_too_small"] if i % 17 == 0 else [],
+                "faces": [
+                    {
+                        "box": [10, 10, 60, 60],
+                        "descriptor": rng.normal(size=128).round(5).tolist(),
+                        "landmarks": rng.uniform(0, 96, size=(68, 2)).round(2).tolist(),
+                    }
+                ],
+                "subject": 0,
+            }
+            ws.db.execute(
+                "INSERT INTO analyses (image_sha, analyzer, version, result, created_at) "
+                "VALUES (?, 'score', '1', ?, ?)",
+                (sha, json.dumps(result), utc_now()),
+            )
     return shas
 
 

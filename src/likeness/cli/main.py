@@ -26,6 +26,7 @@ from likeness.cli import (
     refs,
     review,
     score,
+    serve,
     sweep,
     train,
     train_export,
@@ -88,6 +89,7 @@ app.add_typer(enrich.app, name="enrich")
 app.add_typer(lora.app, name="lora")
 train.app.command("export-config")(train_export.export_config)
 app.add_typer(train.app, name="train")
+app.add_typer(serve.app, name="serve")
 
 
 def main() -> None:

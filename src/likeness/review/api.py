@@ -99,7 +99,7 @@ def api_decide(body: DecideBody, db: Db, st: State) -> JSONResponse:
             db,
             body.sha256,
             body.decision,  # type: ignore[arg-type]
-            reviewer=body.reviewer or st.reviewer,
+            reviewer=st.reviewer_for(body.reviewer),
             note=body.note,
             tags=body.tags,
             expected_revision=body.expected_revision,
@@ -115,7 +115,7 @@ def api_undo(body: UndoBody, db: Db, st: State) -> JSONResponse:
         review = dec.undo(
             db,
             body.sha256,
-            reviewer=body.reviewer or st.reviewer,
+            reviewer=st.reviewer_for(body.reviewer),
             expected_revision=body.expected_revision,
         )
     except dec.ReviewError as exc:

@@ -43,6 +43,13 @@ class ReviewState:
     reviewer: str
     static: dict[str, tuple[bytes, str]]
     templates: Jinja2Templates
+    reviewer_locked: bool = False
+    """True when `reviewer` is the signed-in account (likeness serve): decisions are stored
+    under it whatever name the page sends."""
+
+    def reviewer_for(self, given: str | None) -> str:
+        """The name a decision is stored under."""
+        return self.reviewer if self.reviewer_locked else (given or self.reviewer)
 
 
 def get_db(request: Request) -> Iterator[sqlite3.Connection]:

@@ -29,11 +29,15 @@
     toastTimer = setTimeout(() => { toastEl.className = ""; }, error ? 4000 : 1600);
   }
 
+  // A page served with a CSRF token (likeness serve) sends it back with every change.
+  const csrfHolder = document.querySelector("[data-csrf]");
+  const csrfHeaders = csrfHolder ? { "X-CSRF-Token": csrfHolder.dataset.csrf } : {};
+
   async function post(url, data) {
     const res = await fetch(url, {
       method: "POST",
       credentials: "same-origin",
-      headers: { "Content-Type": "application/json" },
+      headers: { "Content-Type": "application/json", ...csrfHeaders },
       body: JSON.stringify(data),
     });
     let payload = null;
