@@ -232,3 +232,42 @@ def test_a_lora_trained_elsewhere_joins_the_users_list(server, tmp_path):
         "/api/studio/loras", files={"file": ("old.ckpt", b"x" * 64)}, headers=headers
     )
     assert pickle.status_code == 422 and "only .safetensors" in pickle.json()["error"]
+
+
+@pytest.mark.slow
+def test_the_real_trainer_runs_from_the_studio(server):
+    """The server's own trainer (`likeness.train`) trains a tiny SD1.5 LoRA on a user's dataset
+    version; the LoRA lands in that user's list, with its lineage, and nowhere else."""
+    from likeness.engines.diffusers.tiny import save_tiny_pipeline
+    from likeness.metrics.analysis import Instruments
+    from likeness.serve.work import default_train_runner
+
+    save_tiny_pipeline("sd15", server.root / "shared" / "tiny-sd15")
+    runner = default_train_runner()
+    assert runner is not None
+    services = Services(
+        engines=EngineProvider(server.settings.serve),
+        instruments=Instruments(expression=None, pose=None),
+        train=runner,
+    )
+    app = server.app(services=services)
+    client, headers = server.client(app, "ana")
+    files = [("files", (n, face_bytes(n), "image/jpeg")) for n in ("obama.jpg", "obama3.jpg")]
+    assert client.post("/api/studio/photos", files=files, headers=headers).status_code == 200
+    assert client.post("/api/studio/datasets", json={"name": "mara"}, headers=headers).is_success
+    tiny = {"resolution": 64, "rank": 4, "alpha": 2.0, "warmup_steps": 0, "batch": 1,
+            "checkpoint_every": 2, "mixed_precision": "no", "gradient_checkpointing": False,
+            "save_precision": "fp32", "learning_rate": 1e-3}  # fmt: skip
+    body = {"dataset": "mara@v1", "model": "tiny-sd15", "family": "sd15", "steps": 2,
+            "recipe": tiny}  # fmt: skip
+    answer = client.post("/api/studio/train", json=body, headers=headers)
+    assert answer.status_code == 202, answer.text
+    job_id = answer.json()["job"]["id"]
+    wait_for(lambda: job_state(client, job_id)["state"] in ("done", "failed"), "training", 180)
+    done = job_state(client, job_id)
+    assert done["state"] == "done", done["error"]
+    loras = client.get("/api/studio/loras").json()["loras"]
+    assert [(x["name"], x["dataset"]) for x in loras] == [("mara-v1-step000002", "mara@v1")]
+    assert "path" not in loras[0]
+    ben, ben_headers = server.client(app, "ben")
+    assert ben.get("/api/studio/loras", headers=ben_headers).json()["loras"] == []
