@@ -16,9 +16,7 @@ import math
 import multiprocessing
 import os
 import pickle
-import queue
 import sqlite3
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -283,13 +281,15 @@ def run_parallel(
     """Analyse `todo` (sha -> path) over `workers` processes, calling `deliver` per image
     (always from this thread, so `deliver` may use a database connection).
 
-    This process is one of the workers and starts at once, taking images from the back of the
-    queue; a dispatcher thread feeds the other workers from the front as they become free.
-    The other workers come from a fork server (a fresh, single-threaded process that loaded
-    the analysis code and the dlib models once, see `likeness.metrics.warm`) that boots while
-    this process is already working. They are not forked from this process: forking a
-    process whose threads hold locks (MediaPipe, TFLite, torch) deadlocks the child. Each
-    worker builds its instruments from a pickled copy.
+    With more than one worker, every image is analysed in a pool process and this process
+    only hands out paths and receives results, so it never loads a model: the pool comes from
+    a fork server (a fresh, single-threaded process that imported the analysis code and loaded
+    the dlib models once, see `likeness.metrics.warm`), and each worker starts with those
+    models already in memory. Measured with `bench/score.py`: loading the models in this
+    process as well, to start work while the fork server boots, cost about as much CPU time
+    as it saved wall time, and on a busy machine it cost wall time too. Workers are not forked
+    from this process: forking a process whose threads hold locks (MediaPipe, TFLite, torch)
+    deadlocks the child. Each worker builds its instruments from a pickled copy.
     """
     workers = max(1, min(workers or os.cpu_count() or 1, len(todo)))
     pending = collections.deque(todo.items())
@@ -298,85 +298,35 @@ def run_parallel(
             sha, path = pending.popleft()
             deliver(sha, _analyze_file(path, sha, instruments))
         return
-    lock = threading.Lock()
-    results: queue.Queue[tuple[str, dict[str, Any] | str] | None] = queue.Queue()
-    dispatcher = threading.Thread(
-        target=_dispatch,
-        args=(pending, lock, results, instruments, workers - 1),
-        name="likeness-score-dispatch",
-        daemon=True,
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["likeness.metrics.warm"])
+    else:
+        context = multiprocessing.get_context("spawn")
+    pool = cf.ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=context,
+        initializer=_init_worker,
+        initargs=(pickle.dumps(instruments),),
     )
-    dispatcher.start()
-    finished = False
-
-    def drain(block: bool) -> None:
-        nonlocal finished
-        while not finished:
-            try:
-                item = results.get(block=block)
-            except queue.Empty:
-                return
-            if item is None:
-                finished = True
-                return
-            deliver(*item)
-
     try:
-        # 1. Work from the back of the queue, handing over what the pool has finished.
-        while True:
-            drain(block=False)
-            with lock:
-                job = pending.pop() if pending else None
-            if job is None:
-                break
-            deliver(job[0], _analyze_file(job[1], job[0], instruments))
-        # 2. Wait for the pool's last images.
-        drain(block=True)
+        running: dict[cf.Future, str] = {}
+        while pending or running:
+            # One image ahead per worker, so none waits for this thread.
+            while pending and len(running) < 2 * workers:
+                sha, path = pending.popleft()
+                running[pool.submit(_worker_analyze, str(path), sha)] = sha
+            done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+            for future in done:
+                sha = running.pop(future)
+                try:
+                    result = future.result()
+                except Exception as exc:  # a crashed worker fails its image, not the batch
+                    result = f"analysis failed: {_one_line(exc)}"
+                deliver(sha, result)
     finally:
         # On an error or Ctrl-C here, the pool takes nothing more (its running images finish).
-        with lock:
-            pending.clear()
-        dispatcher.join()
-
-
-def _dispatch(
-    pending: collections.deque[tuple[str, Path]],
-    lock: threading.Lock,
-    results: queue.Queue,
-    instruments: Instruments,
-    pool_size: int,
-) -> None:
-    """Feed the pool from the front of `pending`, one image ahead per worker; report each
-    result (or failure) on `results`, then None."""
-    try:
-        if "forkserver" in multiprocessing.get_all_start_methods():
-            context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(["likeness.metrics.warm"])
-        else:
-            context = multiprocessing.get_context("spawn")
-        with cf.ProcessPoolExecutor(
-            max_workers=pool_size,
-            mp_context=context,
-            initializer=_init_worker,
-            initargs=(pickle.dumps(instruments),),
-        ) as pool:
-            running: dict[cf.Future, str] = {}
-            while True:
-                with lock:
-                    while pending and len(running) < 2 * pool_size:
-                        sha, path = pending.popleft()
-                        running[pool.submit(_worker_analyze, str(path), sha)] = sha
-                if not running:
-                    break
-                done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
-                for future in done:
-                    sha = running.pop(future)
-                    try:
-                        results.put((sha, future.result()))
-                    except Exception as exc:  # a crashed worker fails its image, not the batch
-                        results.put((sha, f"analysis failed: {_one_line(exc)}"))
-    finally:
-        results.put(None)
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 _WORKER_INSTRUMENTS: Instruments | None = None
