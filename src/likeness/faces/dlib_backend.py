@@ -4,10 +4,10 @@ descriptor, with the model files that the `face_recognition_models` package ship
 Detection runs on a copy downscaled to at most `detect_max_side` pixels (HOG costs grow with
 pixels; descriptors move by only ~0.06 when computed this way); landmarks and descriptors are
 computed on the full-resolution image. The copy is scanned once as is, which finds faces of
-80 px and more there. Faces less than half as wide as the widest face count for no flag, so
-when that pass found a face W px wide (80 <= W < 160) the copy is scanned again enlarged by
-160 / W, just enough to reach faces W / 2 wide; when it found none, it is scanned again
-upsampled `upsample` times, which finds faces down to ~40 px there. So a close-up costs one
+73 px and more there. Faces less than half as wide as the widest face count for no flag, so
+when that pass found a face W px wide (73 <= W < 146) the image is scanned again at the scale
+that makes faces W / 2 wide 73 px there, and no larger; when it found none, the copy is
+scanned again upsampled `upsample` times, which finds faces down to ~37 px there. So a close-up costs one
 cheap pass, a portrait a second pass only as large as it needs, and a group photo the full
 search.
 
@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from likeness.faces.dlib_resnet import CHIP_PADDING, CHIP_SIZE, ResNet, load_resnet
 from likeness.faces.headpose import head_pose
@@ -48,7 +47,9 @@ from likeness.imaging import downscale, resample
 SHAPE_MODEL = "shape_predictor_68_face_landmarks.dat"
 DESCRIPTOR_MODEL = "dlib_face_recognition_resnet_model_v1.dat"
 VERIFY_WIDTHS = (90, 110, 130, 160)
-HOG_MIN_FACE = 80  # the smallest face dlib's HOG window finds without upsampling
+HOG_MIN_FACE = 73
+"""The narrowest box dlib's HOG detector reports without upsampling (its pyramid levels report
+boxes of 73, 88, 105, 126, 151, ... px)."""
 # Index of each 68-point landmark's mirror twin (left eye corner <-> right eye corner, ...).
 MIRROR_68 = (
     list(range(16, -1, -1))  # jaw
@@ -157,14 +158,15 @@ class DlibAnalyzer:
         """
         models = self.load()
         full = np.ascontiguousarray(_check_rgb(rgb))
-        # 1. Candidates on a downscaled copy, with a permissive threshold.
+        # 1. Candidates on a downscaled copy, with a permissive threshold; a second pass when
+        #    faces half as wide as the widest one may have been too small for the first.
         small = self.detection_copy(full) if small is None else np.ascontiguousarray(small)
         scale = small.shape[1] / full.shape[1]
         rects, raw, _ = models.detector.run(small, 0, self.candidate_threshold)
         widest = max(
             (r.width() for r, s in zip(rects, raw, strict=True) if s >= self.threshold), default=0
         )
-        if self.upsample and widest < HOG_MIN_FACE:
+        if self.upsample and not widest:
             rects, raw, _ = models.detector.run(small, self.upsample, self.candidate_threshold)
         elif self.upsample and widest < 2 * HOG_MIN_FACE:
             # Reach faces half as wide as the widest one, and no smaller.
@@ -201,9 +203,14 @@ class DlibAnalyzer:
         crop = full[cy0:cy1, cx0:cx1]
         local = Box(box.x0 - cx0, box.y0 - cy0, box.x1 - cx0, box.y1 - cy0)
         scores = []
-        for target in VERIFY_WIDTHS:
+        # Largest first: each smaller size is resampled from the one before (cheaper than
+        # from the full-resolution crop, and as free of aliasing).
+        source, source_factor = crop, 1.0
+        for target in sorted(VERIFY_WIDTHS, reverse=True):
             factor = target / max(1.0, box.width)
-            resized = np.ascontiguousarray(_resize(crop, factor))
+            resized = np.ascontiguousarray(_resize(source, factor / source_factor))
+            if factor < 1:
+                source, source_factor = resized, factor
             rects, found, _ = detector.run(resized, 0, -1.0)
             want = local.scaled(factor)
             best = -1.0
@@ -294,6 +301,9 @@ def _check_rgb(rgb: np.ndarray) -> np.ndarray:
 
 
 def _resize(arr: np.ndarray, factor: float) -> np.ndarray:
+    import cv2
+
     h, w = arr.shape[:2]
     size = (max(1, round(w * factor)), max(1, round(h * factor)))
-    return np.asarray(Image.fromarray(arr).resize(size, Image.Resampling.BILINEAR))
+    interpolation = cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR
+    return cv2.resize(arr, size, interpolation=interpolation)
