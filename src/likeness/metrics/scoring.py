@@ -2,20 +2,16 @@
 
 1. Hash every input (sha256 of the file bytes).
 2. Look the analyses up in the workspace cache (when a connection is given).
-3. Analyse the rest in parallel, one process per core, storing each result as it arrives.
+3. Analyse the rest in parallel, one process per core, storing each result as it arrives
+   (`likeness.metrics.workers`: the workers keep their models between calls).
 4. Calibrate identity on the references (leave-one-out) and take their skin texture.
 5. Score each image: match, angle, plastic index, quality flags, verdict.
 """
 
 from __future__ import annotations
 
-import collections
-import concurrent.futures as cf
 import hashlib
 import math
-import multiprocessing
-import os
-import pickle
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,10 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from likeness.metrics.analysis import ANALYZER_NAME, ImageAnalysis, Instruments, analyze_image
+from likeness.metrics.analysis import ANALYZER_NAME, ImageAnalysis, Instruments
 from likeness.metrics.angle import yaw_bucket
 from likeness.metrics.identity import IdentityCalibration, calibrate, identify
 from likeness.metrics.quality import DEFAULT_SKIN_TEXTURE, plastic_index
+from likeness.metrics.workers import run_parallel
 
 Progress = Callable[[int, int], None]
 """Called as progress(done, total) after each image."""
@@ -270,105 +267,6 @@ def _file_sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def run_parallel(
-    todo: dict[str, Path],
-    instruments: Instruments,
-    workers: int | None,
-    deliver: Callable[[str, dict[str, Any] | str], None],
-) -> None:
-    """Analyse `todo` (sha -> path) over `workers` processes, calling `deliver` per image
-    (always from this thread, so `deliver` may use a database connection).
-
-    With more than one worker, every image is analysed in a pool process and this process
-    only hands out paths and receives results, so it never loads a model: the pool comes from
-    a fork server (a fresh, single-threaded process that imported the analysis code and loaded
-    the dlib models once, see `likeness.metrics.warm`), and each worker starts with those
-    models already in memory. Measured with `bench/score.py`: loading the models in this
-    process as well, to start work while the fork server boots, cost about as much CPU time
-    as it saved wall time, and on a busy machine it cost wall time too. Workers are not forked
-    from this process: forking a process whose threads hold locks (MediaPipe, TFLite, torch)
-    deadlocks the child. Each worker builds its instruments from a pickled copy.
-    """
-    workers = max(1, min(workers or os.cpu_count() or 1, len(todo)))
-    pending = collections.deque(todo.items())
-    if workers == 1:
-        while pending:
-            sha, path = pending.popleft()
-            deliver(sha, _analyze_file(path, sha, instruments))
-        return
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["likeness.metrics.warm"])
-    else:
-        context = multiprocessing.get_context("spawn")
-    pool = cf.ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=context,
-        initializer=_init_worker,
-        initargs=(pickle.dumps(instruments),),
-    )
-    try:
-        running: dict[cf.Future, str] = {}
-        while pending or running:
-            # One image ahead per worker, so none waits for this thread.
-            while pending and len(running) < 2 * workers:
-                sha, path = pending.popleft()
-                running[pool.submit(_worker_analyze, str(path), sha)] = sha
-            done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
-            for future in done:
-                sha = running.pop(future)
-                try:
-                    result = future.result()
-                except Exception as exc:  # a crashed worker fails its image, not the batch
-                    result = f"analysis failed: {_one_line(exc)}"
-                deliver(sha, result)
-    finally:
-        # On an error or Ctrl-C here, the pool takes nothing more (its running images finish).
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-_WORKER_INSTRUMENTS: Instruments | None = None
-
-
-def _init_worker(blob: bytes) -> None:
-    global _WORKER_INSTRUMENTS
-    import cv2
-
-    cv2.setNumThreads(1)
-    # TFLite and MediaPipe print start-up chatter straight to fd 2; a worker reports its
-    # failures through return values, so its stderr can go.
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    os.close(devnull)
-    _WORKER_INSTRUMENTS = pickle.loads(blob)
-
-
-def _worker_analyze(path: str, sha: str) -> dict[str, Any] | str:
-    assert _WORKER_INSTRUMENTS is not None
-    return _analyze_file(Path(path), sha, _WORKER_INSTRUMENTS)
-
-
-def _analyze_file(path: Path, sha: str, instruments: Instruments) -> dict[str, Any] | str:
-    """The analysis as a dict, or a one-line error naming the file."""
-    from likeness.imaging import ImageRejected, open_image
-
-    try:
-        rgb = np.asarray(open_image(path).image)
-    except ImageRejected as exc:
-        return f"{path}: {exc.reason}"
-    except OSError as exc:
-        return f"{path}: cannot read ({exc})"
-    try:
-        return analyze_image(rgb, instruments, sha256=sha).to_dict()
-    except Exception as exc:  # as in the pool: a failing instrument fails its image only
-        return f"{path}: analysis failed: {_one_line(exc)}"
-
-
-def _one_line(exc: Exception) -> str:
-    """`Type: message` on one line (OpenCV's messages span several)."""
-    return " ".join(f"{type(exc).__name__}: {exc}".split())
 
 
 def build_references(
