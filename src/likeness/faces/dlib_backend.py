@@ -44,6 +44,10 @@ from likeness.faces.protocol import FaceModelMissing
 from likeness.faces.types import Box, Face
 from likeness.imaging import downscale, resample
 
+DETECTOR_FILE = (
+    Path(__file__).resolve().parent.parent / "data" / "models" / "dlib_frontal_face_detector.svm"
+)
+"""`dlib.get_frontal_face_detector()` saved as is: loads in 1 ms instead of 0.5 s."""
 SHAPE_MODEL = "shape_predictor_68_face_landmarks.dat"
 DESCRIPTOR_MODEL = "dlib_face_recognition_resnet_model_v1.dat"
 VERIFY_WIDTHS = (90, 110, 130, 160)
@@ -274,10 +278,20 @@ def load_models(folder: Path) -> _Models:
     import dlib
 
     return _Models(
-        detector=dlib.get_frontal_face_detector(),
+        detector=frontal_face_detector(),
         shape=dlib.shape_predictor(str(folder / SHAPE_MODEL)),
         resnet=load_resnet(folder / DESCRIPTOR_MODEL),
     )
+
+
+def frontal_face_detector() -> Any:
+    """dlib's frontal face detector, from the saved copy when this dlib reads it."""
+    import dlib
+
+    try:
+        return dlib.fhog_object_detector(str(DETECTOR_FILE))
+    except RuntimeError:  # missing, or saved in a format this dlib does not read
+        return dlib.get_frontal_face_detector()
 
 
 def _predict(predictor: object, image: np.ndarray, box: Box) -> np.ndarray:
