@@ -168,21 +168,45 @@ def children_cpu() -> float:
 
 
 def own_cpu() -> float:
-    """CPU time of this process (all threads) plus the scoring fork server's and that of the
-    workers it has reaped."""
+    """CPU time of this process (all threads), of the scoring fork server and of every
+    process under it, the warm workers included (those that have exited as well)."""
     import multiprocessing.forkserver as forkserver
 
     usage = resource.getrusage(resource.RUSAGE_SELF)
     total = usage.ru_utime + usage.ru_stime
-    pid = getattr(forkserver._forkserver, "_forkserver_pid", None)
-    if pid:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            # utime, stime, cutime, cstime are fields 14-17 (1-based) of /proc/PID/stat.
-            total += sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
-        except (OSError, IndexError, ValueError):
-            pass
+    server = getattr(forkserver._forkserver, "_forkserver_pid", None)
+    if server:
+        total += sum(_proc_cpu(pid) for pid in _descendants(server) | {server})
     return total
+
+
+def _proc_stat(pid: int) -> list[str]:
+    # Fields after the command name; utime, stime, cutime, cstime are fields 14-17 of
+    # /proc/PID/stat (1-based), so 11-14 here, and the parent pid is field 4 (1 here).
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def _proc_cpu(pid: int) -> float:
+    try:
+        return sum(int(v) for v in _proc_stat(pid)[11:15]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def _descendants(root: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                children.setdefault(int(_proc_stat(int(entry.name))[1]), []).append(int(entry.name))
+            except (OSError, IndexError, ValueError):
+                continue
+    found, todo = set(), [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
 
 
 @dataclass
