@@ -88,15 +88,18 @@ def close_pairs(
         values = (columns << np.arange(len(positions))).sum(axis=1)
         for a, b in _block_candidates(values, len(positions), radius):
             compared += len(a)
-            close = np.bitwise_count(first[a] ^ first[b]) <= first_max
+            close = np.flatnonzero(np.bitwise_count(first[a] ^ first[b]) <= first_max)
+            a, b = a[close], b[close]
             if second is not None:
-                close &= np.bitwise_count(second[a] ^ second[b]) <= second_max
-            found.append(a[close] * n + b[close])
+                close = np.bitwise_count(second[a] ^ second[b]) <= second_max
+                a, b = a[close], b[close]
+            found.append(np.minimum(a, b).astype(np.int64) * n + np.maximum(a, b))
     if work is not None:
         work.update(blocks=blocks, compared=compared)
     if not found:
         return empty, empty
-    ids = np.unique(np.concatenate(found))  # a pair close enough is often found in two blocks
+    ids = np.sort(np.concatenate(found))
+    ids = ids[np.r_[True, ids[1:] != ids[:-1]]]  # a close pair is often found in two blocks
     return ids // n, ids % n
 
 
@@ -144,18 +147,20 @@ def choose_blocks(n: int, max_distance: int) -> int:
 def _block_candidates(
     values: np.ndarray, width: int, radius: int
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Index pairs (a < b) whose block values differ in at most `radius` bits, in chunks."""
+    """Index pairs (a, b), each unordered pair once, whose block values differ in at most
+    `radius` bits, in chunks."""
     n = len(values)
-    counts = np.bincount(values, minlength=1 << width)
-    starts = np.zeros(1 << width, dtype=np.int64)
+    index = np.int32 if n < 2**31 else np.int64  # half the memory traffic of int64
+    counts = np.bincount(values, minlength=1 << width).astype(index)
+    starts = np.zeros(1 << width, dtype=index)
     np.cumsum(counts[:-1], out=starts[1:])
-    order = np.argsort(values, kind="stable")  # in a bucket, lower indices first
+    order = np.argsort(values, kind="stable").astype(index)  # in a bucket, lower indices first
     # 1. Pairs inside one bucket: each hash with the hashes after it there.
-    position = np.empty(n, dtype=np.int64)
-    position[order] = np.arange(n)
+    position = np.empty(n, dtype=index)
+    position[order] = np.arange(n, dtype=index)
     after = starts[values] + counts[values] - position - 1
     hashes = np.flatnonzero(after)
-    yield from _expand(hashes, position[hashes] + 1, after[hashes], order, ordered=True)
+    yield from _expand(hashes, position[hashes] + 1, after[hashes], order)
     # 2. Pairs of buckets up to `radius` bits apart, each pair once: from the bucket whose
     #    value has the mask's highest bit clear. Probing buckets rather than hashes bounds the
     #    probes by the table's size however many hashes there are.
@@ -177,24 +182,21 @@ def _bucket_pairs(
     """Every hash of bucket left[k] with every hash of bucket right[k]."""
     sizes = counts[left]
     total = int(sizes.sum())
-    if not total:
-        return
-    pair = np.repeat(np.arange(len(left)), sizes)
-    offset = np.arange(total) - np.repeat(np.cumsum(sizes) - sizes, sizes)
-    hashes = order[starts[left][pair] + offset]
-    targets = right[pair]
+    if total == len(left):  # one hash in each left bucket: the common case
+        hashes, targets = order[starts[left]], right
+    else:
+        pair = np.repeat(np.arange(len(left), dtype=sizes.dtype), sizes)
+        offset = np.arange(total, dtype=sizes.dtype) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+        hashes = order[starts[left][pair] + offset]
+        targets = right[pair]
     yield from _expand(hashes, starts[targets], counts[targets], order)
 
 
 def _expand(
-    hashes: np.ndarray,
-    first: np.ndarray,
-    count: np.ndarray,
-    order: np.ndarray,
-    ordered: bool = False,
+    hashes: np.ndarray, first: np.ndarray, count: np.ndarray, order: np.ndarray
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Pairs (hashes[k], order[first[k] + t]) for t < count[k], at most about `PAIR_CHUNK`
-    at a time, as (lower index, higher index)."""
+    at a time."""
     if not len(hashes):
         return
     ends = np.cumsum(count)
@@ -204,13 +206,11 @@ def _expand(
             continue
         part = count[begin:end]
         total = int(part.sum())
+        if total == end - begin:  # one partner each
+            yield hashes[begin:end], order[first[begin:end]]
+            continue
         offset = np.repeat(first[begin:end] - (np.cumsum(part) - part), part)
-        a = np.repeat(hashes[begin:end], part)
-        b = order[offset + np.arange(total)]
-        if ordered:
-            yield a, b
-        else:
-            yield np.minimum(a, b), np.maximum(a, b)
+        yield np.repeat(hashes[begin:end], part), order[offset + np.arange(total, dtype=part.dtype)]
 
 
 @functools.lru_cache(maxsize=64)

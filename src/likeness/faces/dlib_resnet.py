@@ -27,7 +27,6 @@ import ctypes
 import functools
 import glob
 import math
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -321,6 +320,18 @@ def _openblas() -> ctypes.CDLL | None:
     return None
 
 
+def blas_threads(count: int) -> int | None:
+    """Set the number of threads of numpy's bundled OpenBLAS; returns the number before
+    (None, and nothing changed, when numpy uses another BLAS)."""
+    lib = _openblas()
+    if lib is None:
+        return None
+    before = int(lib.scipy_openblas_get_num_threads64_())
+    if before != count:
+        lib.scipy_openblas_set_num_threads64_(count)
+    return before
+
+
 @contextlib.contextmanager
 def single_threaded_blas() -> Iterator[None]:
     """Run numpy's matrix products on one thread for the duration.
@@ -329,16 +340,9 @@ def single_threaded_blas() -> Iterator[None]:
     then fight over the same cores, and they spin while they wait: on a busy 2-core machine
     a product took 10x the CPU time with two threads than with one.
     """
-    lib = _openblas()
-    if lib is None or os.environ.get("OPENBLAS_NUM_THREADS") == "1":
-        yield
-        return
-    before = lib.scipy_openblas_get_num_threads64_()
-    if before == 1:
-        yield
-        return
-    lib.scipy_openblas_set_num_threads64_(1)
+    before = blas_threads(1)
     try:
         yield
     finally:
-        lib.scipy_openblas_set_num_threads64_(before)
+        if before is not None and before != 1:
+            blas_threads(before)

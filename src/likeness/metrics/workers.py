@@ -188,7 +188,11 @@ def _init_worker(blob: bytes) -> None:
     global _WORKER_INSTRUMENTS
     import cv2
 
+    from likeness.faces.dlib_resnet import blas_threads
+
+    # One process per core already: library threads would only fight over the same cores.
     cv2.setNumThreads(1)
+    blas_threads(1)
     # TFLite and MediaPipe print start-up chatter straight to fd 2; a worker reports its
     # failures through return values, so its stderr can go.
     devnull = os.open(os.devnull, os.O_WRONLY)
