@@ -45,6 +45,8 @@ def test_small_and_degenerate_inputs():
     empty = np.array([], dtype=np.uint64)
     assert [len(a) for a in close_pairs(empty, 10)] == [0, 0]
     assert [len(a) for a in close_pairs(np.array([7], dtype=np.uint64), 10)] == [0, 0]
+    far = np.array([0, 2**64 - 1], dtype=np.uint64)  # 64 bits apart: no pair
+    assert [len(a) for a in close_pairs(far, 10)] == [0, 0]
     same = np.full(5, 2**63 + 5, dtype=np.uint64)  # five equal hashes: ten pairs
     i, j = close_pairs(same, 0)
     assert len(i) == 10

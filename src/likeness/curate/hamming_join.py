@@ -99,7 +99,8 @@ def close_pairs(
     if not found:
         return empty, empty
     ids = np.sort(np.concatenate(found))
-    ids = ids[np.r_[True, ids[1:] != ids[:-1]]]  # a close pair is often found in two blocks
+    if len(ids):  # a close pair is often found in two blocks
+        ids = ids[np.r_[True, ids[1:] != ids[:-1]]]
     return ids // n, ids % n
 
 
