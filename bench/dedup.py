@@ -15,7 +15,9 @@ only where the pHash is close (the fastest plain numpy form). At 10,000 hashes i
 full and its pairs compared with the index's exactly. At 100,000 (5e9 pairs) it is run on an
 evenly spaced sample of its row blocks and its time extrapolated (time x blocks / sampled
 blocks; the sample spans the whole triangle, so the estimate is unbiased), and the pairs of the
-sampled rows compared with the index's exactly. The script says so when it prints.
+sampled rows compared with the index's exactly. The script says so when it prints. Both
+searches run on one thread, so their CPU time (printed beside the wall time) is what an idle
+core would take, whatever else the machine is doing.
 
     python bench/dedup.py [--sizes 10000 100000] [--sets photos uniform] [--sample 120]
 """
@@ -174,13 +176,16 @@ def all_pairs(phash, dhash, pmax, dmax, blocks=None, rows=64) -> set[tuple[int, 
     return found
 
 
-def timed(fn, repeat: int):
-    times, result = [], None
+def timed(fn, repeat: int) -> tuple[float, float, object]:
+    """Median wall and CPU seconds of `repeat` calls (both searches run on one thread, so
+    CPU time is what an idle core would take), and the last result."""
+    walls, cpus, result = [], [], None
     for _ in range(repeat):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         result = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
+        walls.append(time.perf_counter() - start)
+        cpus.append(time.process_time() - cpu)
+    return statistics.median(walls), statistics.median(cpus), result
 
 
 def measure(name: str, n: int, args, index_times: dict) -> None:
@@ -194,31 +199,34 @@ def measure(name: str, n: int, args, index_times: dict) -> None:
     work: dict[str, int] = {}
     close_pairs(phash, pmax, dhash, dmax, work=work)
     items = as_items(phash, dhash)
-    t_index, found = timed(lambda: index_pairs(items, pmax, dmax), args.repeat)
-    index_times[(name, n)] = t_index
+    t_index, c_index, found = timed(lambda: index_pairs(items, pmax, dmax), args.repeat)
+    index_times[(name, n)] = c_index
     total_pairs = n * (n - 1) // 2
     print(f"[{name}] {n:,} hashes (made in {made:.0f} s), pHash <= {pmax}, dHash <= {dmax}")
-    print(f"  index ({work['blocks']} blocks):    {t_index:8.3f} s, {len(found):,} pairs; "
-          f"compared {work['compared']:,} pairs ({100 * work['compared'] / total_pairs:.3f}% "
-          "of all)")  # fmt: skip
+    print(f"  index ({work['blocks']} blocks):    {t_index:8.3f} s wall, {c_index:8.3f} s CPU, "
+          f"{len(found):,} pairs; compared {work['compared']:,} pairs "
+          f"({100 * work['compared'] / total_pairs:.3f}% of all)")  # fmt: skip
     row_blocks = (n + 63) // 64
     if row_blocks <= args.sample:
-        t_all, brute = timed(lambda: all_pairs(phash, dhash, pmax, dmax), 1)
+        t_all, c_all, brute = timed(lambda: all_pairs(phash, dhash, pmax, dmax), 1)
         same = brute == found
-        print(f"  numpy all-pairs:       {t_all:8.3f} s, {len(brute):,} pairs")
-        print(f"  all-pairs / index: {t_all / t_index:.1f}x; same pairs (every pair compared): "
-              f"{same}")  # fmt: skip
+        print(f"  numpy all-pairs:       {t_all:8.3f} s wall, {c_all:8.3f} s CPU, "
+              f"{len(brute):,} pairs")  # fmt: skip
+        print(f"  all-pairs / index: {t_all / t_index:.1f}x wall, {c_all / c_index:.1f}x CPU; "
+              f"same pairs (every pair compared): {same}")  # fmt: skip
     else:
         sampled = np.linspace(0, row_blocks - 1, args.sample).round().astype(int).tolist()
-        t_part, brute = timed(lambda: all_pairs(phash, dhash, pmax, dmax, sampled), 1)
-        t_all = t_part * row_blocks / len(sampled)
+        t_part, c_part, brute = timed(lambda: all_pairs(phash, dhash, pmax, dmax, sampled), 1)
+        t_all, c_all = (t * row_blocks / len(sampled) for t in (t_part, c_part))
         rows = {r for b in sampled for r in range(64 * b, min(n, 64 * b + 64))}
         mine = {(a, b) for a, b in found if a in rows}
         same = brute == mine
-        print(f"  numpy all-pairs:       {t_all:8.1f} s, extrapolated from {len(sampled)} of "
-              f"{row_blocks:,} row blocks, evenly spaced ({t_part:.2f} s measured)")  # fmt: skip
-        print(f"  all-pairs / index: {t_all / t_index:.0f}x (extrapolated); same pairs on the "
-              f"sampled rows ({len(brute):,} pairs): {same}")  # fmt: skip
+        print(f"  numpy all-pairs:       {t_all:8.1f} s wall, {c_all:8.1f} s CPU, extrapolated "
+              f"from {len(sampled)} of {row_blocks:,} row blocks, evenly spaced "
+              f"({c_part:.2f} s CPU measured)")  # fmt: skip
+        print(f"  all-pairs / index: {t_all / t_index:.0f}x wall, {c_all / c_index:.0f}x CPU "
+              f"(extrapolated); same pairs on the sampled rows ({len(brute):,} pairs): "
+              f"{same}")  # fmt: skip
     if not same:
         raise SystemExit("MISMATCH: the index and the all-pairs comparison disagree")
 
@@ -239,7 +247,7 @@ def main() -> None:
         if len(args.sizes) > 1:
             lo, hi = min(args.sizes), max(args.sizes)
             growth = index_times[(name, hi)] / index_times[(name, lo)]
-            print(f"  [{name}] index time x{growth:.1f} for x{hi / lo:.0f} the hashes "
+            print(f"  [{name}] index CPU time x{growth:.1f} for x{hi / lo:.0f} the hashes "
                   f"(all pairs: x{(hi / lo) ** 2:.0f})")  # fmt: skip
 
 
