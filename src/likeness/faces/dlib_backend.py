@@ -104,7 +104,7 @@ class DlibAnalyzer:
             in `face_recognition_models`.
         detect_max_side (`int`, defaults to 640): long side of the detection copy.
         upsample (`int`, defaults to 1): HOG upsampling for the second pass on the detection
-            copy when the first found no face (1 finds faces down to ~40 px there); 0 never
+            copy when the first found no face (1 finds faces down to ~37 px there); 0 never
             scans a second time.
         threshold (`float`, defaults to 0.3): minimum verified detection score.
         confident (`float`, defaults to 1.0): HOG score above which no verification is needed.
