@@ -12,8 +12,9 @@ metric), one process per core.
 
 - cold: each side in a fresh Python process, from start to exit: `python -m likeness score
   FOLDER --refs REF --json` against this script's `--plain-loop FOLDER REF`.
-- warm: in this process, models loaded on both sides (the scoring fork server is up, the
-  plain loop's models are loaded); median of --repeat runs.
+- warm: in this process, models loaded on both sides (the scoring fork server and its workers
+  are up, the plain loop's models are loaded); the two run alternately --repeat times, and the
+  ratio is the median of the back-to-back pairs.
 - from cache: `score_images` against a workspace database that already holds the analyses.
 
 CPU time is counted for every process (resource usage of this process and of all its
@@ -257,17 +258,35 @@ def run_fresh(command: list[str], cwd: Path) -> tuple[Timing, str]:
         return Timing(wall, children_cpu() - cpu, serial), stdout.read()
 
 
-def measure_in_process(fn, repeat: int) -> tuple[Timing, object]:
-    """Median wall and CPU time of `repeat` calls of `fn` (after one call to warm up)."""
+def call_timed(fn) -> tuple[Timing, object]:
+    """Wall and CPU time of one call of `fn`, and its result."""
+    cpu, start = own_cpu(), time.perf_counter()
     result = fn()
-    walls, cpus = [], []
+    wall = time.perf_counter() - start
+    time.sleep(0.3)  # let the fork server reap any worker that exits before reading counters
+    return Timing(wall, own_cpu() - cpu), result
+
+
+def median_timing(timings: list[Timing]) -> Timing:
+    return Timing(
+        statistics.median(t.wall for t in timings), statistics.median(t.cpu for t in timings)
+    )
+
+
+def interleaved(first, second, repeat: int) -> tuple[Timing, Timing, float, object]:
+    """Median timings of `repeat` calls of each of `first` and `second`, alternating, after
+    one call of each to warm up; the median of the pairwise wall-time ratios (each pair run
+    back to back, so that a change in the machine's load hits both sides of a ratio alike);
+    and `second`'s last result."""
+    first(), second()
+    a, b, ratios, result = [], [], [], None
     for _ in range(repeat):
-        cpu, start = own_cpu(), time.perf_counter()
-        result = fn()
-        walls.append(time.perf_counter() - start)
-        time.sleep(0.3)  # let the fork server reap its workers before reading its counters
-        cpus.append(own_cpu() - cpu)
-    return Timing(statistics.median(walls), statistics.median(cpus)), result
+        ta, _ = call_timed(first)
+        tb, result = call_timed(second)
+        a.append(ta)
+        b.append(tb)
+        ratios.append(ta.wall / tb.wall)
+    return median_timing(a), median_timing(b), statistics.median(ratios), result
 
 
 def measure(name: str, paths: list[Path], reference: Path, args, folder: Path) -> dict:
@@ -291,21 +310,24 @@ def measure(name: str, paths: list[Path], reference: Path, args, folder: Path) -
     cold_rows = {Path(r["path"]).name: r for r in json.loads(out)}
     # 2. Warm: in this process, models loaded on both sides.
     models = load_baseline_models()
-    warm_plain, _ = measure_in_process(lambda: plain_loop(paths, reference, models), args.repeat)
     instruments = Instruments(pose=None if args.no_body_pose else default_pose_backend())
-    warm_score, run = measure_in_process(
+    warm_plain, warm_score, ratio_warm, run = interleaved(
+        lambda: plain_loop(paths, reference, models),
         lambda: score_images(paths, [reference], instruments=instruments, workers=workers),
         args.repeat,
     )
     # 3. From the cache.
     conn = connect(folder / f"bench-{name}.db")
     score_images(paths, [reference], instruments=instruments, conn=conn, workers=workers)
-    cached, cached_run = measure_in_process(
-        lambda: score_images(
-            paths, [reference], instruments=instruments, conn=conn, workers=workers
-        ),
-        max(3, args.repeat),
-    )
+    cache_runs = [
+        call_timed(
+            lambda: score_images(
+                paths, [reference], instruments=instruments, conn=conn, workers=workers
+            )
+        )
+        for _ in range(max(3, args.repeat))
+    ]
+    cached, cached_run = median_timing([t for t, _ in cache_runs]), cache_runs[-1][1]
     assert cached_run.analyzed == 0, "the second run should read everything from the cache"
     conn.close()
     # 4. Verdicts: the plain loop's, the CLI's (cold), the library's (warm, cached).
@@ -320,7 +342,6 @@ def measure(name: str, paths: list[Path], reference: Path, args, folder: Path) -
         if plain_distances[k] is not None and s.distance is not None
     ]
     ratio_cold = cold_plain.wall / cold_score.wall
-    ratio_warm = warm_plain.wall / warm_score.wall
     idle = warm_plain.cpu / warm_score.cpu * workers
     megapixels = [Image.open(p).width * Image.open(p).height / 1e6 for p in paths]
     print(f"[{name}] {n} images, {min(megapixels):.2f}-{max(megapixels):.2f} MP, "
@@ -330,7 +351,8 @@ def measure(name: str, paths: list[Path], reference: Path, args, folder: Path) -
     print(f"  likeness score, cold / warm:    {n / cold_score.wall:6.2f} / "
           f"{n / warm_score.wall:6.2f} images/s")  # fmt: skip
     print(f"  likeness score, from cache:     {n / cached.wall:6.1f} images/s")
-    print(f"  likeness score / plain dlib loop: {ratio_cold:.2f}x (cold), {ratio_warm:.2f}x (warm)")
+    print(f"  likeness score / plain dlib loop: {ratio_cold:.2f}x (cold), {ratio_warm:.2f}x (warm,"
+          " median of back-to-back pairs)")  # fmt: skip
     print(f"  CPU per image, all processes: plain {1000 * cold_plain.cpu / n:.0f} ms cold, "
           f"{1000 * warm_plain.cpu / n:.0f} ms warm; likeness score {1000 * cold_score.cpu / n:.0f}"
           f" ms cold, {1000 * warm_score.cpu / n:.0f} ms warm")  # fmt: skip
