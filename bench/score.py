@@ -21,9 +21,10 @@ CPU time is counted for every process (resource usage of this process and of all
 descendants, the fork server's workers included), so that the numbers mean something on a
 machine that is busy with other work. "Two idle cores allow" projects the ratio from CPU time:
 warm, the plain loop's CPU time over the pipeline's, times the number of workers; cold, the
-plain loop's CPU time over the CLI's serial start (its own process and the fork server's
-imports and model loading, which run before any worker can) plus the workers' CPU time shared
-among the workers.
+plain loop's CPU time over the CLI's serial part plus the workers' CPU time shared among the
+workers, where the serial part is all of the CLI process's CPU time and the fork server's own
+(its imports and model loading, before any worker can start): a lower bound, since the CLI
+process also works while the workers do.
 
 Image sets (--set):
 - `photos` (default): the sample photos and scikit-image's astronaut, each enlarged with
@@ -357,9 +358,9 @@ def measure(name: str, paths: list[Path], reference: Path, args, folder: Path) -
           f"{1000 * warm_plain.cpu / n:.0f} ms warm; likeness score {1000 * cold_score.cpu / n:.0f}"
           f" ms cold, {1000 * warm_score.cpu / n:.0f} ms warm")  # fmt: skip
     idle_cold = cold_plain.idle(1) / cold_score.idle(workers)
-    print(f"  two idle cores allow: {idle:.1f}x warm, {idle_cold:.1f}x cold (the CLI process "
-          f"and the fork server's start-up, {cold_score.serial:.1f} s of CPU, in series; the "
-          "workers side by side)")  # fmt: skip
+    print(f"  two idle cores allow: {idle:.1f}x warm, at least {idle_cold:.1f}x cold (all of "
+          f"the CLI process's CPU time and the fork server's start-up, {cold_score.serial:.1f} s,"
+          " counted in series; the workers side by side)")  # fmt: skip
     print(f"  verdicts equal: {same} ({sum(plain)} pass of {n}); distance vs plain loop: "
           f"median {statistics.median(gaps):.3f}, max {max(gaps):.3f}")  # fmt: skip
     if not same:

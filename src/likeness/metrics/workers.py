@@ -50,19 +50,22 @@ def run_parallel(
     """Analyse `todo` (sha -> path) over `workers` processes (default: one per core), calling
     `deliver(sha, analysis dict or one-line error)` per image, always from this thread (so
     `deliver` may use a database connection)."""
-    workers = max(1, min(workers or os.cpu_count() or 1, len(todo)))
+    size = max(1, workers or os.cpu_count() or 1)
+    active = min(size, len(todo))
     pending = collections.deque(todo.items())
-    if workers == 1:
+    if active <= 1:
         while pending:
             sha, path = pending.popleft()
             deliver(sha, analyze_file(path, sha, instruments))
         return
-    with _lease(instruments, workers) as pool:
+    # The pool has `size` workers whatever this batch needs (they start on demand), so a
+    # smaller batch does not replace it.
+    with _lease(instruments, size) as pool:
         running: dict[cf.Future, str] = {}
         try:
             while pending or running:
                 # One image ahead per worker, so none waits for this thread.
-                while pending and len(running) < 2 * workers:
+                while pending and len(running) < 2 * active:
                     sha, path = pending.popleft()
                     try:
                         running[pool.executor.submit(_worker_analyze, str(path), sha)] = sha
