@@ -1,33 +1,56 @@
-"""Benchmark: the scoring pipeline against a plain single-process dlib loop, and rescoring
-from the analysis cache, on the same images in the same run.
+"""Benchmark: `likeness score` against a plain single-process dlib loop, on the same
+photo-sized images in the same run, with the verdicts of both compared image by image.
 
 Baseline (what a script built on dlib alone does, with face_recognition's defaults): for each
 image, HOG detection on the full-size image upsampled once, 68 landmarks and the 128-D
 descriptor of every face, in one process; verdict = the largest face within 0.6 of the
-reference descriptor.
+reference's descriptor.
 
-Both timings include loading the models. Candidate: `likeness.metrics.score_images` (detection on a <= 640 px copy with verification,
+Candidate: `likeness score` (detection on a shared <= 640 px preview with verification,
 landmarks and descriptor at full size, plus head pose, expression, body pose and every quality
-metric), one process per core, cold (no cache). Then the same call against a workspace
-database twice: the first fills the cache, the second is timed as "rescoring from cache".
+metric), one process per core.
 
-Image sets (both measured unless --set says otherwise):
-- `samples`: the sample photos, the astronaut, and mirrored copies of each (18 images, 0.01-3.3
-  MP; one group photo with six faces, twice).
-- `upscaled`: the nine originals enlarged 2x with Lanczos, as a generation's upscale pass leaves
-  them (0.05-13 MP).
+- cold: each side in a fresh Python process, from start to exit: `python -m likeness score
+  FOLDER --refs REF --json` against this script's `--plain-loop FOLDER REF`.
+- warm: in this process, models loaded on both sides (the scoring fork server and its workers
+  are up, the plain loop's models are loaded); the two run alternately --repeat times, and the
+  ratio is the median of the back-to-back pairs.
+- from cache: `score_images` against a workspace database that already holds the analyses.
 
-    python bench/score.py [--set samples|upscaled|both] [--workers N] [--no-body-pose]
+CPU time is counted for every process (resource usage of this process and of all its
+descendants, the fork server's workers included), so that the numbers mean something on a
+machine that is busy with other work. "Two idle cores allow" projects the ratio from CPU time:
+warm, the plain loop's CPU time over the pipeline's, times the number of workers; cold, the
+plain loop's CPU time over the CLI's serial part plus the workers' CPU time shared among the
+workers, where the serial part is all of the CLI process's CPU time and the fork server's own
+(its imports and model loading, before any worker can start): a lower bound, since the CLI
+process also works while the workers do.
+
+Image sets (--set):
+- `photos` (default): the sample photos and scikit-image's astronaut, each enlarged with
+  Lanczos to about 2 MP (long side 1600-2400 px) and saved as JPEG q90, plus a mirrored copy of
+  each (18 images; one group photo with six faces, twice).
+- `samples`: the sample photos as they are, plus mirrored copies (0.01-3.3 MP, PNG and JPEG).
+
+    python bench/score.py [--set photos|samples|both] [--workers N] [--repeat N]
+        [--no-body-pose]
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import importlib.util
+import json
+import math
 import os
+import resource
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,184 +59,338 @@ from PIL import Image, ImageOps
 import likeness
 
 SAMPLES = Path(likeness.__file__).parent / "data" / "samples" / "faces"
+PHOTO_PIXELS = 2.0e6
+PHOTO_SIDES = (1600, 2400)
 
 
 def make_images(folder: Path, which: str) -> list[Path]:
+    """The image set `which` in `folder`, mirrored copies included."""
     from skimage import data
 
     folder.mkdir(parents=True, exist_ok=True)
-    sources = sorted(p for p in SAMPLES.iterdir() if p.suffix in (".jpg", ".png"))
-    Image.fromarray(data.astronaut()).save(folder / "astronaut.png")
-    sources.append(folder / "astronaut.png")
+    sources = [
+        (p.stem, p.suffix, Image.open(p).convert("RGB"))
+        for p in sorted(SAMPLES.iterdir())
+        if p.suffix in (".jpg", ".png")
+    ]
+    sources.append(("astronaut", ".png", Image.fromarray(data.astronaut())))
     paths = []
-    for src in sources:
-        image = Image.open(src).convert("RGB")
-        if which == "upscaled":
-            target = folder / f"{src.stem}_2x.png"
-            image.resize((image.width * 2, image.height * 2), Image.Resampling.LANCZOS).save(target)
-            paths.append(target)
-            continue
-        target = folder / src.name
-        if src.parent != folder:
-            target.write_bytes(src.read_bytes())
-        paths.append(target)
-        mirrored = folder / f"mirrored_{src.stem}.png"
-        ImageOps.mirror(image).save(mirrored)
-        paths.append(mirrored)
+    for stem, suffix, image in sources:
+        if which == "photos":
+            image, suffix = photo_sized(image), ".jpg"
+        for name, version in ((stem, image), (f"mirrored_{stem}", ImageOps.mirror(image))):
+            path = folder / f"{name}{suffix}"
+            if suffix == ".jpg" and which == "samples" and name == stem:
+                path.write_bytes((SAMPLES / f"{stem}{suffix}").read_bytes())  # as shipped
+            elif suffix == ".jpg":
+                version.save(path, quality=90)
+            else:
+                version.save(path)
+            paths.append(path)
     return paths
 
 
-def load_baseline_models() -> tuple[float, tuple]:
-    """Seconds to load the three dlib models the plain loop uses, and the models."""
+def photo_sized(image: Image.Image) -> Image.Image:
+    """`image` resized with Lanczos to about 2 MP, its long side kept within 1600-2400 px."""
+    factor = math.sqrt(PHOTO_PIXELS / (image.width * image.height))
+    long_side = max(image.size) * factor
+    factor *= min(max(long_side, PHOTO_SIDES[0]), PHOTO_SIDES[1]) / long_side
+    size = (round(image.width * factor), round(image.height * factor))
+    return image.resize(size, Image.Resampling.LANCZOS)
+
+
+# --- the plain loop ----------------------------------------------------------------------
+
+
+def load_baseline_models() -> tuple:
     import dlib
 
-    start = time.perf_counter()
     spec = importlib.util.find_spec("face_recognition_models")
     folder = Path(list(spec.submodule_search_locations)[0]) / "models"
-    models = (
+    return (
         dlib.get_frontal_face_detector(),
         dlib.shape_predictor(str(folder / "shape_predictor_68_face_landmarks.dat")),
         dlib.face_recognition_model_v1(str(folder / "dlib_face_recognition_resnet_model_v1.dat")),
     )
-    return time.perf_counter() - start, models
 
 
-def baseline(paths: list[Path], reference: Path, models: tuple) -> tuple[float, list[bool]]:
-    """Seconds (models already loaded) and verdicts of the plain loop."""
+def plain_loop(paths: list[Path], reference: Path, models: tuple) -> list[float | None]:
+    """Distance of each image's largest face to the reference's (None: no face)."""
     detector, shape, encoder = models
-    start = time.perf_counter()
 
-    def faces(path: Path) -> list[tuple[float, np.ndarray]]:
+    def largest_face(path: Path) -> np.ndarray | None:
         img = np.asarray(Image.open(path).convert("RGB"))
-        out = []
+        faces = []
         for rect in detector(img, 1):
             landmarks = shape(img, rect)
-            out.append((rect.area(), np.asarray(encoder.compute_face_descriptor(img, landmarks))))
-        return out
+            faces.append((rect.area(), np.asarray(encoder.compute_face_descriptor(img, landmarks))))
+        return max(faces, key=lambda f: f[0])[1] if faces else None
 
-    ref = max(faces(reference), key=lambda f: f[0])[1]
-    verdicts = []
+    ref = largest_face(reference)
+    distances = []
     for path in paths:
-        found = faces(path)
-        if not found:
-            verdicts.append(False)
-            continue
-        biggest = max(found, key=lambda f: f[0])[1]
-        verdicts.append(bool(np.linalg.norm(biggest - ref) <= 0.6))
-    return time.perf_counter() - start, verdicts
+        face = largest_face(path)
+        distances.append(None if face is None else float(np.linalg.norm(face - ref)))
+    return distances
 
 
-def cpu_seconds() -> float:
-    """CPU time of this process (all threads) plus the scoring fork server and the workers it
-    has reaped: what the pipeline cost in total, whatever else the machine was doing."""
+def verdict(distance: float | None) -> bool:
+    return distance is not None and distance <= 0.6
+
+
+def plain_loop_main(folder: Path, reference: Path) -> None:
+    """`--plain-loop`: the whole plain loop in this (fresh) process, as JSON on stdout."""
+    paths = sorted(p for p in folder.iterdir() if p.suffix in (".jpg", ".png"))
+    distances = plain_loop(paths, reference, load_baseline_models())
+    print(json.dumps({p.name: d for p, d in zip(paths, distances, strict=True)}))
+
+
+# --- measuring ---------------------------------------------------------------------------
+
+
+def become_subreaper() -> None:
+    """Adopt orphaned descendants (the scoring fork server outlives the CLI process by a
+    moment), so that waiting for them adds their CPU time to this process's children."""
+    PR_SET_CHILD_SUBREAPER = 36
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def reap_orphans(timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            time.sleep(0.05)
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def own_cpu() -> float:
+    """CPU time of this process (all threads), of the scoring fork server and of every
+    process under it, the warm workers included (those that have exited as well)."""
     import multiprocessing.forkserver as forkserver
-    import resource
 
     usage = resource.getrusage(resource.RUSAGE_SELF)
     total = usage.ru_utime + usage.ru_stime
-    pid = getattr(forkserver._forkserver, "_forkserver_pid", None)
-    if pid:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            ticks = os.sysconf("SC_CLK_TCK")
-            # utime, stime, cutime, cstime are fields 14-17 (1-based) of /proc/PID/stat.
-            total += sum(int(v) for v in fields[11:15]) / ticks
-        except (OSError, IndexError, ValueError):
-            pass
+    server = getattr(forkserver._forkserver, "_forkserver_pid", None)
+    if server:
+        total += sum(_proc_cpu(pid) for pid in _descendants(server) | {server})
     return total
 
 
-def pipeline(paths, reference, instruments, workers, conn=None):
-    from likeness.metrics import score_images
-
-    start = time.perf_counter()
-    run = score_images(paths, [reference], instruments=instruments, conn=conn, workers=workers)
-    return time.perf_counter() - start, run
+def _proc_stat(pid: int) -> list[str]:
+    # Fields after the command name; utime, stime, cutime, cstime are fields 14-17 of
+    # /proc/PID/stat (1-based), so 11-14 here, and the parent pid is field 4 (1 here).
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
 
 
-def measure(name: str, paths: list[Path], reference: Path, instruments, args, folder: Path):
-    """Cold: the first call in this process (the pipeline loads its models and boots its fork
-    server; the plain loop's model loading is added to its time). Warm: later calls, models
-    loaded on both sides (median of --repeat runs)."""
+def _proc_cpu(pid: int) -> float:
+    try:
+        return sum(int(v) for v in _proc_stat(pid)[11:15]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def _descendants(root: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                children.setdefault(int(_proc_stat(int(entry.name))[1]), []).append(int(entry.name))
+            except (OSError, IndexError, ValueError):
+                continue
+    found, todo = set(), [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+@dataclass
+class Timing:
+    wall: float
+    cpu: float
+    serial: float = 0.0
+    """CPU time spent before any worker could start: the process itself and, for the scoring
+    CLI, the fork server's own (imports and model loading)."""
+
+    def idle(self, workers: int) -> float:
+        """The wall time on `workers` idle cores: the serial part, then the rest side by side."""
+        return self.serial + (self.cpu - self.serial) / workers
+
+
+def run_fresh(command: list[str], cwd: Path) -> tuple[Timing, str]:
+    """Wall and CPU time (the process and all its descendants) of a fresh process, and the
+    serial part of it: the process's own CPU time (from wait4) plus the fork server's own
+    (sampled from /proc every 50 ms while it runs; it works at start and then idles)."""
+    cpu, start = children_cpu(), time.perf_counter()
+    with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
+        proc = subprocess.Popen(command, cwd=cwd, stdout=stdout, stderr=stderr, text=True)
+        server = 0.0
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            for child in _descendants(proc.pid):
+                try:
+                    if b"forkserver" in Path(f"/proc/{child}/cmdline").read_bytes():
+                        fields = _proc_stat(child)
+                        own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+                        server = max(server, own)
+                except (OSError, IndexError, ValueError):
+                    continue
+            time.sleep(0.05)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - start
+        reap_orphans()
+        stdout.seek(0)
+        stderr.seek(0)
+        if proc.returncode != 0:
+            raise SystemExit(f"{' '.join(command[:4])} ... failed:\n{stderr.read()[-2000:]}")
+        serial = usage.ru_utime + usage.ru_stime + server
+        return Timing(wall, children_cpu() - cpu, serial), stdout.read()
+
+
+def call_timed(fn) -> tuple[Timing, object]:
+    """Wall and CPU time of one call of `fn`, and its result."""
+    cpu, start = own_cpu(), time.perf_counter()
+    result = fn()
+    wall = time.perf_counter() - start
+    time.sleep(0.3)  # let the fork server reap any worker that exits before reading counters
+    return Timing(wall, own_cpu() - cpu), result
+
+
+def median_timing(timings: list[Timing]) -> Timing:
+    return Timing(
+        statistics.median(t.wall for t in timings), statistics.median(t.cpu for t in timings)
+    )
+
+
+def interleaved(first, second, repeat: int) -> tuple[Timing, Timing, float, object]:
+    """Median timings of `repeat` calls of each of `first` and `second`, alternating, after
+    one call of each to warm up; the median of the pairwise wall-time ratios (each pair run
+    back to back, so that a change in the machine's load hits both sides of a ratio alike);
+    and `second`'s last result."""
+    first(), second()
+    a, b, ratios, result = [], [], [], None
+    for _ in range(repeat):
+        ta, _ = call_timed(first)
+        tb, result = call_timed(second)
+        a.append(ta)
+        b.append(tb)
+        ratios.append(ta.wall / tb.wall)
+    return median_timing(a), median_timing(b), statistics.median(ratios), result
+
+
+def measure(name: str, paths: list[Path], reference: Path, args, folder: Path) -> dict:
+    from likeness.metrics import Instruments, score_images
+    from likeness.metrics.body import default_pose_backend
     from likeness.store.db import connect
 
     n = len(paths)
-    load_time, models = load_baseline_models()
-    base_times, runs = [], []
-    base_cpu, pipe_cpu = [], []
-    for _ in range(1 + args.repeat):
-        c = cpu_seconds()
-        t, base_verdicts = baseline(paths, reference, models)
-        base_cpu.append(cpu_seconds() - c)
-        base_times.append(t)
-        c = cpu_seconds()
-        runs.append(pipeline(paths, reference, instruments, args.workers))
-        time.sleep(0.2)  # let the fork server reap the workers before reading its counters
-        pipe_cpu.append(cpu_seconds() - c)
+    names = [p.name for p in paths]
+    workers = args.workers or os.cpu_count() or 1
+    # 1. Cold: both sides from a fresh process.
+    plain_cmd = [sys.executable, str(Path(__file__).resolve()), "--plain-loop", str(folder),
+                 str(reference)]  # fmt: skip
+    score_cmd = [sys.executable, "-m", "likeness", "score", *map(str, paths), "--refs",
+                 str(reference), "--json", "--workers", str(workers)]  # fmt: skip
+    if args.no_body_pose:
+        score_cmd.append("--no-body-pose")
+    cold_plain, out = run_fresh(plain_cmd, folder)
+    plain_distances = json.loads(out)
+    cold_score, out = run_fresh(score_cmd, folder)
+    cold_rows = {Path(r["path"]).name: r for r in json.loads(out)}
+    # 2. Warm: in this process, models loaded on both sides.
+    models = load_baseline_models()
+    instruments = Instruments(pose=None if args.no_body_pose else default_pose_backend())
+    warm_plain, warm_score, ratio_warm, run = interleaved(
+        lambda: plain_loop(paths, reference, models),
+        lambda: score_images(paths, [reference], instruments=instruments, workers=workers),
+        args.repeat,
+    )
+    # 3. From the cache.
     conn = connect(folder / f"bench-{name}.db")
-    pipeline(paths, reference, instruments, args.workers, conn)  # fills the cache
-    cache_times = []
-    for _ in range(max(3, args.repeat)):
-        t, cached = pipeline(paths, reference, instruments, args.workers, conn)
-        assert cached.analyzed == 0, "the second run should read everything from the cache"
-        cache_times.append(t)
+    score_images(paths, [reference], instruments=instruments, conn=conn, workers=workers)
+    cache_runs = [
+        call_timed(
+            lambda: score_images(
+                paths, [reference], instruments=instruments, conn=conn, workers=workers
+            )
+        )
+        for _ in range(max(3, args.repeat))
+    ]
+    cached, cached_run = median_timing([t for t, _ in cache_runs]), cache_runs[-1][1]
+    assert cached_run.analyzed == 0, "the second run should read everything from the cache"
     conn.close()
-    cold_base, cold = base_times[0] + load_time, runs[0][0]
-    warm_base = statistics.median(base_times[1:])
-    warm = statistics.median(t for t, _ in runs[1:])
-    cache_t = statistics.median(cache_times)
-    verdicts = [[s.passed for s in run.scores] for _, run in runs]
-    same = (
-        all(v == base_verdicts for v in verdicts)
-        and [s.passed for s in cached.scores] == base_verdicts
-    )
-    print(f"[{name}] {n} images")
-    print(
-        f"  plain dlib loop, cold / warm:      {n / cold_base:7.2f} / {n / warm_base:7.2f} images/s"
-    )
-    print(f"  likeness score, cold / warm:       {n / cold:7.2f} / {n / warm:7.2f} images/s")
-    print(f"  likeness score, from cache:        {n / cache_t:7.1f} images/s")
-    print(f"  pipeline/plain: cold {cold_base / cold:.2f}x, warm {warm_base / warm:.2f}x")
-    print(f"  cache/plain: {warm_base / cache_t:.0f}x   cache/pipeline: {warm / cache_t:.0f}x")
-    b_cpu, p_cpu = statistics.median(base_cpu[1:]), statistics.median(pipe_cpu[1:])
-    print(
-        f"  CPU per image (warm, all processes): plain {1000 * b_cpu / n:.0f} ms, pipeline "
-        f"{1000 * p_cpu / n:.0f} ms; on an idle machine with {os.cpu_count()} cores the "
-        f"pipeline could reach {b_cpu / p_cpu * (args.workers or os.cpu_count()):.1f}x"
-    )
-    print(f"  verdicts equal: {same} ({sum(base_verdicts)} pass of {n})")
+    # 4. Verdicts: the plain loop's, the CLI's (cold), the library's (warm, cached).
+    plain = [verdict(plain_distances[k]) for k in names]
+    cli = [bool(cold_rows[k]["pass"]) for k in names]
+    warm = [s.passed for s in run.scores]
+    from_cache = [s.passed for s in cached_run.scores]
+    same = plain == cli == warm == from_cache
+    gaps = [
+        abs(plain_distances[k] - s.distance)
+        for k, s in zip(names, run.scores, strict=True)
+        if plain_distances[k] is not None and s.distance is not None
+    ]
+    ratio_cold = cold_plain.wall / cold_score.wall
+    idle = warm_plain.cpu / warm_score.cpu * workers
+    megapixels = [Image.open(p).width * Image.open(p).height / 1e6 for p in paths]
+    print(f"[{name}] {n} images, {min(megapixels):.2f}-{max(megapixels):.2f} MP, "
+          f"{workers} workers, load average {os.getloadavg()[0]:.1f}")  # fmt: skip
+    print(f"  plain dlib loop, cold / warm:   {n / cold_plain.wall:6.2f} / "
+          f"{n / warm_plain.wall:6.2f} images/s")  # fmt: skip
+    print(f"  likeness score, cold / warm:    {n / cold_score.wall:6.2f} / "
+          f"{n / warm_score.wall:6.2f} images/s")  # fmt: skip
+    print(f"  likeness score, from cache:     {n / cached.wall:6.1f} images/s")
+    print(f"  likeness score / plain dlib loop: {ratio_cold:.2f}x (cold), {ratio_warm:.2f}x (warm,"
+          " median of back-to-back pairs)")  # fmt: skip
+    print(f"  CPU per image, all processes: plain {1000 * cold_plain.cpu / n:.0f} ms cold, "
+          f"{1000 * warm_plain.cpu / n:.0f} ms warm; likeness score {1000 * cold_score.cpu / n:.0f}"
+          f" ms cold, {1000 * warm_score.cpu / n:.0f} ms warm")  # fmt: skip
+    idle_cold = cold_plain.idle(1) / cold_score.idle(workers)
+    print(f"  two idle cores allow: {idle:.1f}x warm, at least {idle_cold:.1f}x cold (all of "
+          f"the CLI process's CPU time and the fork server's start-up, {cold_score.serial:.1f} s,"
+          " counted in series; the workers side by side)")  # fmt: skip
+    print(f"  verdicts equal: {same} ({sum(plain)} pass of {n}); distance vs plain loop: "
+          f"median {statistics.median(gaps):.3f}, max {max(gaps):.3f}")  # fmt: skip
     if not same:
-        for p, a, b in zip(paths, base_verdicts, verdicts[0], strict=True):
-            if a != b:
-                print(f"    differs: {p.name}: plain {a}, pipeline {b}")
+        for k, a, b, c in zip(names, plain, cli, warm, strict=True):
+            if not a == b == c:
+                print(f"    differs: {k}: plain {a}, cli {b}, library {c}")
+    return {"cold": ratio_cold, "warm": ratio_warm, "idle": idle, "idle_cold": idle_cold,
+            "same": same}  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--set", choices=["samples", "upscaled", "both"], default="both")
+    parser.add_argument("--set", choices=["photos", "samples", "both"], default="photos")
     parser.add_argument("--workers", type=int, default=None, help="default: one per core")
     parser.add_argument("--no-body-pose", action="store_true", help="skip MediaPipe BlazePose")
-    parser.add_argument("--repeat", type=int, default=2, help="warm runs of each (median)")
+    parser.add_argument("--repeat", type=int, default=3, help="warm runs of each (median)")
+    parser.add_argument("--plain-loop", nargs=2, type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-
-    from likeness.metrics import Instruments
-    from likeness.metrics.body import default_pose_backend
-
-    instruments = Instruments(pose=None if args.no_body_pose else default_pose_backend())
-    print(
-        f"{os.cpu_count()} cores, workers={args.workers or os.cpu_count()}, body pose="
-        f"{'off' if instruments.pose is None else instruments.pose.name}, "
-        f"load average {os.getloadavg()[0]:.1f}"
-    )
-    sets = ["samples", "upscaled"] if args.set == "both" else [args.set]
+    if args.plain_loop:
+        plain_loop_main(*args.plain_loop)
+        return
+    become_subreaper()
+    print(f"{os.cpu_count()} cores, body pose {'off' if args.no_body_pose else 'on'}")
+    sets = ["photos", "samples"] if args.set == "both" else [args.set]
     with tempfile.TemporaryDirectory() as tmp:
         for name in sets:
             folder = Path(tmp) / name
             paths = make_images(folder, name)
-            reference = paths[
-                [p.stem for p in paths].index("obama" if name == "samples" else "obama_2x")
-            ]
-            measure(name, paths, reference, instruments, args, folder)
+            reference = folder / "obama.jpg"
+            measure(name, paths, reference, args, folder)
 
 
 if __name__ == "__main__":

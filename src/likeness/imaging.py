@@ -146,6 +146,25 @@ def _exif_capture_time(img: Image.Image) -> str | None:
         return None
 
 
+def resample(rgb: np.ndarray, long_side: float) -> np.ndarray:
+    """`rgb` scaled so that its long side is `long_side` pixels: area-averaged when shrinking
+    (no aliasing), bilinear when enlarging, and the array itself at its own size."""
+    import cv2
+
+    height, width = rgb.shape[:2]
+    factor = long_side / max(height, width)
+    if (round(width * factor), round(height * factor)) == (width, height):
+        return rgb
+    interpolation = cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR
+    return cv2.resize(rgb, None, fx=factor, fy=factor, interpolation=interpolation)
+
+
+def downscale(rgb: np.ndarray, max_side: float) -> np.ndarray:
+    """`rgb` shrunk so that its long side is at most `max_side` (the array itself when it
+    already is): the one preview that detection, body pose and the pHash share."""
+    return resample(rgb, max_side) if max(rgb.shape[:2]) > max_side else rgb
+
+
 def grey_array(img: Image.Image, max_side: int | None = None) -> np.ndarray:
     """Luminance as float32 in [0, 255], optionally downscaled so the long side <= max_side."""
     if max_side and max(img.size) > max_side:

@@ -135,3 +135,14 @@ def test_check_names_a_missing_model_without_loading(tmp_path):
     analyzer = DlibAnalyzer(model_dir=tmp_path)
     with pytest.raises(FaceModelMissing):
         analyzer.load()
+
+
+def test_saved_detector_is_dlibs_own_byte_for_byte(tmp_path):
+    import dlib
+
+    from likeness.faces.dlib_backend import DETECTOR_FILE, frontal_face_detector
+
+    dlib.get_frontal_face_detector().save(str(tmp_path / "own.svm"))
+    assert DETECTOR_FILE.read_bytes() == (tmp_path / "own.svm").read_bytes()
+    frontal_face_detector().save(str(tmp_path / "loaded.svm"))
+    assert (tmp_path / "loaded.svm").read_bytes() == DETECTOR_FILE.read_bytes()

@@ -8,7 +8,9 @@ near duplicates only when both hashes are close.
 against everything: the 64 bits are split into `t // radius + 1` chunks, and by the pigeonhole
 principle any hash within distance t agrees with the query on at least one chunk up to `radius`
 flipped bits. Each chunk is a dict lookup of the query chunk and its few neighbours, so a lookup
-touches a handful of buckets instead of every stored hash.
+touches a handful of buckets instead of every stored hash. It serves one image at a time (ingest);
+`near_pairs` finds every close pair of a whole set at once, with the array form of the same idea
+in `likeness.curate.hamming_join`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from itertools import combinations
 import imagehash
 import numpy as np
 from PIL import Image
+
+from likeness.curate.hamming_join import close_pairs
 
 HASH_BITS = 64
 
@@ -113,47 +117,25 @@ def near_pairs(
     items: Sequence[tuple[object, PerceptualHashes]],
     phash_max: int,
     dhash_max: int,
-    chunk_radius: int = 1,
+    blocks: int | None = None,
 ) -> list[tuple[object, object, int]]:
-    """All (a, b, phash distance) pairs that are near duplicates by both hashes.
+    """All (a, b, phash distance) pairs that are near duplicates by both hashes, in input
+    order of a, then b.
 
-    The batch form of `HammingIndex`, vectorised with numpy: for each chunk of the pHash, every
-    hash is joined (sort + binary search) with the hashes whose chunk equals its own or differs
-    in up to `radius` bits; only those candidate pairs are compared in full.
+    The batch form of `HammingIndex`: multi-index hashing on the pHashes as numpy arrays
+    (`likeness.curate.hamming_join`), the dHash compared on the candidates only.
     """
     if len(items) < 2:
         return []
     keys = [key for key, _ in items]
     phash = np.array([h.phash for _, h in items], dtype=np.uint64)
     dhash = np.array([h.dhash for _, h in items], dtype=np.uint64)
-    candidates = []
-    for lo, width, radius in _chunk_plan(phash_max, chunk_radius):
-        chunk = ((phash >> np.uint64(lo)) & np.uint64((1 << width) - 1)).astype(np.int64)
-        order = np.argsort(chunk, kind="stable")
-        ordered = chunk[order]
-        for bits in range(radius + 1):
-            for mask in _flip_mask(width, bits):
-                wanted = chunk ^ mask
-                left = np.searchsorted(ordered, wanted, "left")
-                counts = np.searchsorted(ordered, wanted, "right") - left
-                total = int(counts.sum())
-                if not total:
-                    continue
-                query = np.repeat(np.arange(len(chunk)), counts)
-                first = np.repeat(left - (np.cumsum(counts) - counts), counts)
-                other = order[first + np.arange(total)]
-                a, b = query[query < other], other[query < other]
-                close = (np.bitwise_count(phash[a] ^ phash[b]) <= phash_max) & (
-                    np.bitwise_count(dhash[a] ^ dhash[b]) <= dhash_max
-                )
-                candidates.append(a[close] * len(chunk) + b[close])
-    if not candidates:
-        return []
-    # a pair close enough is found through several chunks: keep it once
-    pair_ids = np.unique(np.concatenate(candidates))
-    a, b = pair_ids // len(phash), pair_ids % len(phash)
-    pdist = np.bitwise_count(phash[a] ^ phash[b])
-    return [(keys[i], keys[j], int(d)) for i, j, d in zip(a, b, pdist.tolist(), strict=True)]
+    a, b = close_pairs(phash, phash_max, dhash, dhash_max, blocks=blocks)
+    distances = np.bitwise_count(phash[a] ^ phash[b]).tolist()
+    return [
+        (keys[i], keys[j], int(d))
+        for i, j, d in zip(a.tolist(), b.tolist(), distances, strict=True)
+    ]
 
 
 def _chunk_plan(max_distance: int, chunk_radius: int = 1) -> list[tuple[int, int, int]]:

@@ -3,9 +3,13 @@ descriptor, with the model files that the `face_recognition_models` package ship
 
 Detection runs on a copy downscaled to at most `detect_max_side` pixels (HOG costs grow with
 pixels; descriptors move by only ~0.06 when computed this way); landmarks and descriptors are
-computed on the full-resolution image. The copy is scanned once as is; only when that finds
-no face 160 px wide or more is it scanned again upsampled (`upsample`), which finds faces down
-to ~40 px there. So a close-up costs one cheap pass, and a group photo gets the full search.
+computed on the full-resolution image. The copy is scanned once as is, which finds faces of
+73 px and more there. Faces less than half as wide as the widest face count for no flag, so
+when that pass found a face W px wide (73 <= W < 146) the image is scanned again at the scale
+that makes faces W / 2 wide 73 px there, and no larger; when it found none, the copy is
+scanned again upsampled `upsample` times, which finds faces down to ~37 px there. So a close-up costs one
+cheap pass, a portrait a second pass only as large as it needs, and a group photo the full
+search.
 
 The HOG score alone does not separate real faces from face-like textures well (a mission patch
 on an astronaut's suit scores 0.12, a real but turned face 0.26 at 640 px). Each candidate
@@ -18,6 +22,10 @@ The shape predictor is not mirror-symmetric: on a mirrored photo it places the l
 little differently, enough to move a near-frontal yaw by several degrees. Landmarks are
 therefore the mean of the prediction on the face and the mirrored prediction on the mirrored
 face, so a mirrored image gives (up to the detector's box) mirrored landmarks and yaw.
+
+The descriptor is dlib's ResNet on dlib's aligned 150 px face chip, run with numpy
+(`likeness.faces.dlib_resnet`: the same weights and numbers, about 6x less CPU than the dlib
+wheel's own network code).
 """
 
 from __future__ import annotations
@@ -29,16 +37,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
+from likeness.faces.dlib_resnet import CHIP_PADDING, CHIP_SIZE, ResNet, load_resnet
 from likeness.faces.headpose import HEADPOSE_VERSION, head_pose
 from likeness.faces.protocol import FaceModelMissing
 from likeness.faces.types import Box, Face
+from likeness.imaging import downscale, resample
 
+DETECTOR_FILE = (
+    Path(__file__).resolve().parent.parent / "data" / "models" / "dlib_frontal_face_detector.svm"
+)
+"""`dlib.get_frontal_face_detector()` saved as is: loads in 1 ms instead of 0.5 s."""
 SHAPE_MODEL = "shape_predictor_68_face_landmarks.dat"
 DESCRIPTOR_MODEL = "dlib_face_recognition_resnet_model_v1.dat"
 VERIFY_WIDTHS = (90, 110, 130, 160)
-HOG_MIN_FACE = 80  # the smallest face dlib's HOG window finds without upsampling
+HOG_MIN_FACE = 73
+"""The narrowest box dlib's HOG detector reports without upsampling (its pyramid levels report
+boxes of 73, 88, 105, 126, 151, ... px)."""
 # Index of each 68-point landmark's mirror twin (left eye corner <-> right eye corner, ...).
 MIRROR_68 = (
     list(range(16, -1, -1))  # jaw
@@ -77,7 +92,7 @@ def dlib_model_dir() -> Path:
 class _Models:
     detector: Any
     shape: Any
-    descriptor: Any
+    resnet: ResNet
 
 
 @dataclass
@@ -89,7 +104,8 @@ class DlibAnalyzer:
             in `face_recognition_models`.
         detect_max_side (`int`, defaults to 640): long side of the detection copy.
         upsample (`int`, defaults to 1): HOG upsampling for the second pass on the detection
-            copy (1 finds faces down to ~40 px there); 0 never upsamples.
+            copy when the first found no face (1 finds faces down to ~37 px there); 0 never
+            scans a second time.
         threshold (`float`, defaults to 0.3): minimum verified detection score.
         confident (`float`, defaults to 1.0): HOG score above which no verification is needed.
 
@@ -110,7 +126,7 @@ class DlibAnalyzer:
     @property
     def version(self) -> str:
         return (
-            f"hog2pass-verify4-sym68-resnet1-pose{HEADPOSE_VERSION}:{self.detect_max_side}:{self.upsample}:"
+            f"hog2pass-fit-verify4-sym68-resnet1np-pose{HEADPOSE_VERSION}:{self.detect_max_side}:{self.upsample}:"
             f"{self.threshold}:{self.confident}"
         )
 
@@ -137,16 +153,30 @@ class DlibAnalyzer:
             self._models = load_models(self.check())
         return self._models
 
-    def analyze(self, rgb: np.ndarray) -> list[Face]:
+    def analyze(self, rgb: np.ndarray, small: np.ndarray | None = None) -> list[Face]:
+        """Faces of an HxWx3 uint8 RGB image, strongest first.
+
+        `small` is the detection copy when the caller already has it (`rgb` downscaled to a
+        `detect_max_side` long side, e.g. by `likeness.imaging.downscale`); it is made here
+        otherwise.
+        """
         models = self.load()
         full = np.ascontiguousarray(_check_rgb(rgb))
-        height, width = full.shape[:2]
-        # 1. Candidates on a downscaled copy, with a permissive threshold.
-        scale = min(1.0, self.detect_max_side / max(height, width))
-        small = _resize(full, scale) if scale < 1.0 else full
+        # 1. Candidates on a downscaled copy, with a permissive threshold; a second pass when
+        #    faces half as wide as the widest one may have been too small for the first.
+        small = self.detection_copy(full) if small is None else np.ascontiguousarray(small)
+        scale = small.shape[1] / full.shape[1]
         rects, raw, _ = models.detector.run(small, 0, self.candidate_threshold)
-        if self.upsample and not _covers_small_faces(rects, raw, self.threshold):
+        widest = max(
+            (r.width() for r, s in zip(rects, raw, strict=True) if s >= self.threshold), default=0
+        )
+        if self.upsample and not widest:
             rects, raw, _ = models.detector.run(small, self.upsample, self.candidate_threshold)
+        elif self.upsample and widest < 2 * HOG_MIN_FACE:
+            # Reach faces half as wide as the widest one, and no smaller.
+            larger = resample(full, max(small.shape[:2]) * 2 * HOG_MIN_FACE / widest)
+            scale = larger.shape[1] / full.shape[1]
+            rects, raw, _ = models.detector.run(larger, 0, self.candidate_threshold)
         candidates = [
             (float(s), Box(r.left(), r.top(), r.right() + 1, r.bottom() + 1).scaled(1.0 / scale))
             for r, s in zip(rects, raw, strict=True)
@@ -159,7 +189,11 @@ class DlibAnalyzer:
             ((s, b) for s, b in scored if s >= self.threshold), key=lambda sb: sb[0], reverse=True
         )
         # 3. Landmarks, descriptor and head pose at full resolution.
-        return [self._describe(full, box, score) for score, box in kept]
+        return self._describe(full, kept)
+
+    def detection_copy(self, rgb: np.ndarray) -> np.ndarray:
+        """`rgb` downscaled to a `detect_max_side` long side (itself when already smaller)."""
+        return downscale(rgb, self.detect_max_side)
 
     def verify(self, full: np.ndarray, box: Box) -> float:
         """Mean HOG score of `box` re-detected at the `VERIFY_WIDTHS` face sizes."""
@@ -173,9 +207,14 @@ class DlibAnalyzer:
         crop = full[cy0:cy1, cx0:cx1]
         local = Box(box.x0 - cx0, box.y0 - cy0, box.x1 - cx0, box.y1 - cy0)
         scores = []
-        for target in VERIFY_WIDTHS:
+        # Largest first: each smaller size is resampled from the one before (cheaper than
+        # from the full-resolution crop, and as free of aliasing).
+        source, source_factor = crop, 1.0
+        for target in sorted(VERIFY_WIDTHS, reverse=True):
             factor = target / max(1.0, box.width)
-            resized = np.ascontiguousarray(_resize(crop, factor))
+            resized = np.ascontiguousarray(_resize(source, factor / source_factor))
+            if factor < 1:
+                source, source_factor = resized, factor
             rects, found, _ = detector.run(resized, 0, -1.0)
             want = local.scaled(factor)
             best = -1.0
@@ -186,26 +225,34 @@ class DlibAnalyzer:
             scores.append(best)
         return float(np.mean(scores))
 
-    def _describe(self, full: np.ndarray, box: Box, score: float) -> Face:
+    def _describe(self, full: np.ndarray, kept: list[tuple[float, Box]]) -> list[Face]:
         import dlib
 
         models = self.load()
         height, width = full.shape[:2]
-        rect = dlib.rectangle(
-            int(round(box.x0)), int(round(box.y0)), int(round(box.x1)) - 1, int(round(box.y1)) - 1
-        )
-        points = self._landmarks(full, box)
-        shape = dlib.full_object_detection(
-            rect, [dlib.point(int(round(x)), int(round(y))) for x, y in points]
-        )
-        descriptor = np.asarray(models.descriptor.compute_face_descriptor(full, shape, 0))
-        return Face(
-            box=box,
-            score=score,
-            landmarks=tuple((float(x), float(y)) for x, y in points),
-            descriptor=tuple(float(v) for v in descriptor),
-            pose=head_pose(points, width, height),
-        )
+        faces, chips = [], []
+        for score, box in kept:
+            rect = dlib.rectangle(
+                int(round(box.x0)), int(round(box.y0)), int(round(box.x1)) - 1,
+                int(round(box.y1)) - 1,
+            )  # fmt: skip
+            points = self._landmarks(full, box)
+            shape = dlib.full_object_detection(
+                rect, [dlib.point(int(round(x)), int(round(y))) for x, y in points]
+            )
+            chips.append(np.asarray(dlib.get_face_chip(full, shape, CHIP_SIZE, CHIP_PADDING)))
+            faces.append((box, score, points))
+        descriptors = models.resnet.describe(chips) if chips else []
+        return [
+            Face(
+                box=box,
+                score=score,
+                landmarks=tuple((float(x), float(y)) for x, y in points),
+                descriptor=tuple(float(v) for v in descriptor),
+                pose=head_pose(points, width, height),
+            )
+            for (box, score, points), descriptor in zip(faces, descriptors, strict=True)
+        ]
 
     def _landmarks(self, full: np.ndarray, box: Box) -> np.ndarray:
         """68 landmarks, averaged with the mirrored prediction on the mirrored face."""
@@ -231,10 +278,20 @@ def load_models(folder: Path) -> _Models:
     import dlib
 
     return _Models(
-        detector=dlib.get_frontal_face_detector(),
+        detector=frontal_face_detector(),
         shape=dlib.shape_predictor(str(folder / SHAPE_MODEL)),
-        descriptor=dlib.face_recognition_model_v1(str(folder / DESCRIPTOR_MODEL)),
+        resnet=load_resnet(folder / DESCRIPTOR_MODEL),
     )
+
+
+def frontal_face_detector() -> Any:
+    """dlib's frontal face detector, from the saved copy when this dlib reads it."""
+    import dlib
+
+    try:
+        return dlib.fhog_object_detector(str(DETECTOR_FILE))
+    except RuntimeError:  # missing, or saved in a format this dlib does not read
+        return dlib.get_frontal_face_detector()
 
 
 def _predict(predictor: object, image: np.ndarray, box: Box) -> np.ndarray:
@@ -245,15 +302,6 @@ def _predict(predictor: object, image: np.ndarray, box: Box) -> np.ndarray:
     )
     shape = predictor(image, rect)
     return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
-
-
-def _covers_small_faces(rects: Any, scores: Any, threshold: float) -> bool:
-    """True when a pass without upsampling is enough: it found a face at least 160 px wide on
-    the detection copy, so every face at least half as wide (80 px, HOG's smallest) was within
-    its reach. Smaller faces are background faces, which no flag counts."""
-    return any(
-        r.width() >= 2 * HOG_MIN_FACE and s >= threshold for r, s in zip(rects, scores, strict=True)
-    )
 
 
 def _check_rgb(rgb: np.ndarray) -> np.ndarray:
@@ -267,6 +315,9 @@ def _check_rgb(rgb: np.ndarray) -> np.ndarray:
 
 
 def _resize(arr: np.ndarray, factor: float) -> np.ndarray:
+    import cv2
+
     h, w = arr.shape[:2]
     size = (max(1, round(w * factor)), max(1, round(h * factor)))
-    return np.asarray(Image.fromarray(arr).resize(size, Image.Resampling.BILINEAR))
+    interpolation = cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR
+    return cv2.resize(arr, size, interpolation=interpolation)

@@ -15,6 +15,7 @@ from likeness.metrics.scoring import (
     analyze_paths,
     score_images,
 )
+from likeness.metrics.workers import shutdown_workers
 
 __all__ = [
     "ANALYZER_NAME",
@@ -32,5 +33,6 @@ __all__ = [
     "identify",
     "match_score",
     "score_images",
+    "shutdown_workers",
     "yaw_bucket",
 ]

@@ -13,12 +13,14 @@ from typing import Any
 import numpy as np
 
 from likeness.faces import DlibAnalyzer, Face, FaceAnalyzer, face_flags, select_subject
+from likeness.imaging import downscale
 from likeness.metrics import quality, skin
 from likeness.metrics.body import BodyPose, PoseBackend, body_pose, default_pose_backend
 from likeness.metrics.expression import Expression, ExpressionClassifier
 
 ANALYZER_NAME = "likeness.image"
 ANALYSIS_VERSION = "4"
+PREVIEW_SIDE = 640
 
 
 @dataclass
@@ -118,8 +120,14 @@ def analyze_image(rgb: np.ndarray, instruments: Instruments, sha256: str = "") -
     from PIL import Image
 
     height, width = rgb.shape[:2]
-    # 1. Faces and the subject.
-    faces = tuple(instruments.faces.analyze(rgb))
+    # 1. Faces and the subject (the dlib backend detects on the shared 640 px preview).
+    preview = downscale(rgb, PREVIEW_SIDE)
+    if isinstance(instruments.faces, DlibAnalyzer) and (
+        instruments.faces.detect_max_side == PREVIEW_SIDE
+    ):
+        faces = tuple(instruments.faces.analyze(rgb, preview))
+    else:
+        faces = tuple(instruments.faces.analyze(rgb))
     subject = select_subject(faces, width, height)
     flags = face_flags(faces, subject, width, height)
     face = faces[subject] if subject is not None else None
@@ -129,7 +137,6 @@ def analyze_image(rgb: np.ndarray, instruments: Instruments, sha256: str = "") -
     if face is not None and instruments.expression is not None:
         expression = instruments.expression.classify(luma, face)
     # 3. Body pose (BlazePose works at 256 px: a 640 px preview loses nothing).
-    preview = _preview(rgb, 640)
     body = body_pose(preview, instruments.pose)
     if preview is not rgb and body.keypoints:
         factor = max(rgb.shape[:2]) / max(preview.shape[:2])
@@ -165,13 +172,3 @@ def analyze_image(rgb: np.ndarray, instruments: Instruments, sha256: str = "") -
         quality=raw,
         phash=str(imagehash.phash(Image.fromarray(preview))),
     )
-
-
-def _preview(rgb: np.ndarray, side: int) -> np.ndarray:
-    """A copy whose long side is at most `side` (area-averaged, so no aliasing)."""
-    import cv2
-
-    factor = side / max(rgb.shape[:2])
-    if factor >= 1:
-        return rgb
-    return cv2.resize(rgb, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)

@@ -2,23 +2,17 @@
 
 1. Hash every input (sha256 of the file bytes).
 2. Look the analyses up in the workspace cache (when a connection is given).
-3. Analyse the rest in parallel, one process per core, storing each result as it arrives.
+3. Analyse the rest in parallel, one process per core, storing each result as it arrives
+   (`likeness.metrics.workers`: the workers keep their models between calls).
 4. Calibrate identity on the references (leave-one-out) and take their skin texture.
 5. Score each image: match, angle, plastic index, quality flags, verdict.
 """
 
 from __future__ import annotations
 
-import collections
-import concurrent.futures as cf
 import hashlib
 import math
-import multiprocessing
-import os
-import pickle
-import queue
 import sqlite3
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,10 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from likeness.metrics.analysis import ANALYZER_NAME, ImageAnalysis, Instruments, analyze_image
+from likeness.metrics.analysis import ANALYZER_NAME, ImageAnalysis, Instruments
 from likeness.metrics.angle import yaw_bucket
 from likeness.metrics.identity import IdentityCalibration, calibrate, identify
 from likeness.metrics.skin import plastic_index, plastic_relative
+from likeness.metrics.workers import run_parallel
 
 Progress = Callable[[int, int], None]
 """Called as progress(done, total) after each image."""
@@ -291,153 +286,6 @@ def _file_sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def run_parallel(
-    todo: dict[str, Path],
-    instruments: Instruments,
-    workers: int | None,
-    deliver: Callable[[str, dict[str, Any] | str], None],
-) -> None:
-    """Analyse `todo` (sha -> path) over `workers` processes, calling `deliver` per image
-    (always from this thread, so `deliver` may use a database connection).
-
-    This process is one of the workers and starts at once, taking images from the back of the
-    queue; a dispatcher thread feeds the other workers from the front as they become free.
-    The other workers come from a fork server (a fresh, single-threaded process that loaded
-    the analysis code and the dlib models once, see `likeness.metrics.warm`) that boots while
-    this process is already working. They are not forked from this process: forking a
-    process whose threads hold locks (MediaPipe, TFLite, torch) deadlocks the child. Each
-    worker builds its instruments from a pickled copy.
-    """
-    workers = max(1, min(workers or os.cpu_count() or 1, len(todo)))
-    pending = collections.deque(todo.items())
-    if workers == 1:
-        while pending:
-            sha, path = pending.popleft()
-            deliver(sha, _analyze_file(path, sha, instruments))
-        return
-    lock = threading.Lock()
-    results: queue.Queue[tuple[str, dict[str, Any] | str] | None] = queue.Queue()
-    dispatcher = threading.Thread(
-        target=_dispatch,
-        args=(pending, lock, results, instruments, workers - 1),
-        name="likeness-score-dispatch",
-        daemon=True,
-    )
-    dispatcher.start()
-    finished = False
-
-    def drain(block: bool) -> None:
-        nonlocal finished
-        while not finished:
-            try:
-                item = results.get(block=block)
-            except queue.Empty:
-                return
-            if item is None:
-                finished = True
-                return
-            deliver(*item)
-
-    try:
-        # 1. Work from the back of the queue, handing over what the pool has finished.
-        while True:
-            drain(block=False)
-            with lock:
-                job = pending.pop() if pending else None
-            if job is None:
-                break
-            deliver(job[0], _analyze_file(job[1], job[0], instruments))
-        # 2. Wait for the pool's last images.
-        drain(block=True)
-    finally:
-        # On an error or Ctrl-C here, the pool takes nothing more (its running images finish).
-        with lock:
-            pending.clear()
-        dispatcher.join()
-
-
-def _dispatch(
-    pending: collections.deque[tuple[str, Path]],
-    lock: threading.Lock,
-    results: queue.Queue,
-    instruments: Instruments,
-    pool_size: int,
-) -> None:
-    """Feed the pool from the front of `pending`, one image ahead per worker; report each
-    result (or failure) on `results`, then None."""
-    try:
-        if "forkserver" in multiprocessing.get_all_start_methods():
-            context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(["likeness.metrics.warm"])
-        else:
-            context = multiprocessing.get_context("spawn")
-        with cf.ProcessPoolExecutor(
-            max_workers=pool_size,
-            mp_context=context,
-            initializer=_init_worker,
-            initargs=(pickle.dumps(instruments),),
-        ) as pool:
-            running: dict[cf.Future, str] = {}
-            while True:
-                with lock:
-                    while pending and len(running) < 2 * pool_size:
-                        sha, path = pending.popleft()
-                        running[pool.submit(_worker_analyze, str(path), sha)] = sha
-                if not running:
-                    break
-                done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
-                for future in done:
-                    sha = running.pop(future)
-                    try:
-                        results.put((sha, future.result()))
-                    except Exception as exc:  # a crashed worker fails its image, not the batch
-                        results.put((sha, f"analysis failed: {_one_line(exc)}"))
-    finally:
-        results.put(None)
-
-
-_WORKER_INSTRUMENTS: Instruments | None = None
-
-
-def _init_worker(blob: bytes) -> None:
-    global _WORKER_INSTRUMENTS
-    import cv2
-
-    cv2.setNumThreads(1)
-    # TFLite and MediaPipe print start-up chatter straight to fd 2; a worker reports its
-    # failures through return values, so its stderr can go.
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    os.close(devnull)
-    _WORKER_INSTRUMENTS = pickle.loads(blob)
-
-
-def _worker_analyze(path: str, sha: str) -> dict[str, Any] | str:
-    assert _WORKER_INSTRUMENTS is not None
-    return _analyze_file(Path(path), sha, _WORKER_INSTRUMENTS)
-
-
-def _analyze_file(path: Path, sha: str, instruments: Instruments) -> dict[str, Any] | str:
-    """The analysis as a dict, or a one-line error naming the file."""
-    from likeness.imaging import ImageRejected, open_image
-
-    try:
-        rgb = np.asarray(open_image(path).image)
-    except ImageRejected as exc:
-        return f"{path}: {exc.reason}"
-    except OSError as exc:
-        return f"{path}: cannot read ({exc})"
-    try:
-        return analyze_image(rgb, instruments, sha256=sha).to_dict()
-    except Exception as exc:  # as in the pool: a failing instrument fails its image only
-        return f"{path}: analysis failed: {_one_line(exc)}"
-
-
-def _one_line(exc: Exception) -> str:
-    """`Type: message` on one line (OpenCV's messages span several)."""
-    return " ".join(f"{type(exc).__name__}: {exc}".split())
 
 
 def build_references(

@@ -47,13 +47,13 @@ class ScoreSetup:
 def analyze_task(instruments: Instruments, payload: tuple[str, str, bytes]) -> dict[str, Any] | str:
     """The analysis dict of one image (or a one-line error naming the driver's path), by the
     same function a local run uses."""
-    from likeness.metrics.scoring import _analyze_file
+    from likeness.metrics.workers import analyze_file
 
     path, sha, data = payload
     with tempfile.TemporaryDirectory(prefix="likeness-score-") as folder:
         local = Path(folder) / (Path(path).name or "image")
         local.write_bytes(data)
-        result = _analyze_file(local, sha, instruments)
+        result = analyze_file(local, sha, instruments)
     return result.replace(str(local), path) if isinstance(result, str) else result
 
 
