@@ -145,7 +145,9 @@ def test_pitch_signs_on_real_photos_and_mirrors(images, analyses):
                 analyses[name + ":flipped"],
                 key=lambda f: abs(f.box.center[0] - cx) + abs(f.box.center[1] - cy),
             )
-            assert abs(twin.pose.pitch - face.pose.pitch) < 2.5, (name, face.pose, twin.pose)
+            # Past 45 degrees of yaw the far side's landmarks are guesses (docs/metrics.md).
+            tolerance = 2.5 if abs(face.pose.yaw) <= 45 else 6.0
+            assert abs(twin.pose.pitch - face.pose.pitch) < tolerance, (name, face.pose, twin.pose)
             checked += 1
     assert checked >= 14
 

@@ -11,7 +11,7 @@ import pytest
 from metrics_samples import rgb
 
 from likeness.faces import DlibAnalyzer
-from likeness.metrics.expression import UNSURE, decide, supports
+from likeness.metrics.expression import UNSURE, decide, geometry_weight, supports
 from likeness.metrics.face_geometry import face_frame, measure
 
 LOWER_LIP = [56, 57, 58, 65, 66, 67]
@@ -134,3 +134,15 @@ def test_without_landmarks_fer_decides_alone():
     label, confidence, _ = decide(fer(sad=0.4, neutral=0.35, angry=0.25), None)
     assert label == UNSURE and confidence == 0.4
     assert decide(fer(surprised=0.3, fearful=0.3, neutral=0.4), None)[0] == "other"
+
+
+def test_a_turned_head_leans_on_fer_and_says_unsure_when_fer_is(neutral):
+    assert geometry_weight(30) == 1.0 and geometry_weight(-45) == 1.0
+    assert geometry_weight(52.5) == pytest.approx(0.5) and geometry_weight(-70) == 0.0
+    assert geometry_weight(float("nan")) == 1.0
+    frown = measure(moved(neutral, [48, 54], dy=0.08))
+    hesitant = fer(angry=0.32, sad=0.27, neutral=0.22, fearful=0.19)
+    assert decide(hesitant, frown)[0] == "sad"  # facing the camera: the frown decides
+    assert decide(hesitant, frown, geometry_weight(57))[0] == UNSURE  # near profile: fer does
+    label, confidence, _ = decide(fer(sad=0.7, neutral=0.3), measure(neutral), 0.0)
+    assert (label, confidence) == ("sad", pytest.approx(0.7))  # no cue needed past 60 degrees

@@ -24,6 +24,14 @@ The rules, in order:
 4. `unsure` when the winner's confidence is below 0.5, or when fer gave another label >= 0.5
    (the two instruments disagree). Its confidence is the best candidate's.
 
+Turned heads: past 45 degrees of yaw the 68-point fit puts the far side's points on the
+visible contour, and the cues, measured in eye distances that shrink to cos(yaw), become
+unstable (t1.jpg's standing man at yaw 57 has `corner_lift` -0.080, his mirror image -0.044).
+The geometry's weight falls from 1 at 45 degrees to 0 at 60: each confidence is
+(fer + weight x support) / (1 + weight), and below a weight of 0.5 (past 52.5 degrees) a label
+no longer needs its geometric cue, so near-profile faces are read mostly by fer, and say
+`unsure` when fer is unsure.
+
 Without 68 landmarks (five-point backends) fer decides alone, with `unsure` below 0.5.
 """
 
@@ -65,6 +73,8 @@ FAINT_SMILE_FER = 0.6
 FAINT_SMILE_FLOOR = -0.03
 MIN_CONFIDENCE = 0.5
 FER_DISAGREES = 0.5
+# Yaw (degrees) where the geometry's weight starts to fall, and where it reaches 0.
+RELIABLE_YAW, UNRELIABLE_YAW = 45.0, 60.0
 
 
 @dataclass(frozen=True)
@@ -108,7 +118,7 @@ class Expression:
 class ExpressionClassifier:
     model_file: Path = MODEL_FILE
     name: str = field(default="fer-mini-xception", init=False)
-    version: str = field(default="2-geometry1", init=False)
+    version: str = field(default="2-geometry2", init=False)
     _interpreter: Any = field(default=None, init=False, repr=False)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -157,7 +167,7 @@ class ExpressionClassifier:
         geometry = None
         if len(face.landmarks) == 68:
             geometry = measure(face.points, face.pose.yaw, face.pose.pitch)
-        label, confidence, reason = decide(table, geometry)
+        label, confidence, reason = decide(table, geometry, geometry_weight(face.pose.yaw))
         return Expression(
             label,
             round(confidence, 4),
@@ -194,11 +204,20 @@ def supports(g: FaceGeometry) -> dict[str, float]:
     }
 
 
+def geometry_weight(yaw: float) -> float:
+    """How much the landmark geometry counts for a head turned `yaw` degrees: 1 up to 45,
+    0 from 60 (see the module doc); 1 when the yaw is unknown."""
+    if not math.isfinite(yaw):
+        return 1.0
+    return 1.0 - _ramp(abs(yaw), RELIABLE_YAW, UNRELIABLE_YAW)
+
+
 def decide(
-    probabilities: dict[str, float], geometry: FaceGeometry | None
+    probabilities: dict[str, float], geometry: FaceGeometry | None, weight: float = 1.0
 ) -> tuple[str, float, str]:
     """(label, confidence, reason) from fer's probabilities (keys of `LABELS`) and the face's
-    geometry; the rules are in the module doc.
+    geometry, counted with `weight` (`geometry_weight` of the head's yaw); the rules are in the
+    module doc.
 
     Example:
         >>> decide({"smiling": 0.9, "neutral": 0.1}, None)
@@ -219,17 +238,21 @@ def decide(
         p = {**p, "neutral": p["neutral"] + moved, "angry": 0.0, "sad": 0.0, "other": 0.0}
         fer_top = max(p, key=p.__getitem__)
         reasons.append(f"open mouth without an emotion cue: fer's {moved:.2f} counted as neutral")
-    # 2. Each label needs its geometric cue.
+    # 2. Each label needs its geometric cue (unless the head is turned too far to trust it).
+    cued = weight >= 0.5
     allowed = {
         "neutral": True,
-        "smiling": s["smiling"] >= CUE_NEEDED
+        "smiling": not cued
+        or s["smiling"] >= CUE_NEEDED
         or (p["smiling"] >= FAINT_SMILE_FER and geometry.corner_lift > FAINT_SMILE_FLOOR),
-        "angry": s["angry"] >= CUE_NEEDED,
-        "sad": s["sad"] >= CUE_NEEDED,
-        "other": s["other"] >= CUE_NEEDED,
+        "angry": not cued or s["angry"] >= CUE_NEEDED,
+        "sad": not cued or s["sad"] >= CUE_NEEDED,
+        "other": not cued or s["other"] >= CUE_NEEDED,
     }
-    # 3. Confidence: the mean of the two instruments; the highest allowed label wins.
-    confidence = {k: (p[k] + s[k]) / 2 for k in EXPRESSIONS if allowed[k]}
+    if weight < 1.0:
+        reasons.append(f"head turned: geometry counts {weight:.2f}")
+    # 3. Confidence: the weighted mean of the two instruments; the highest allowed label wins.
+    confidence = {k: (p[k] + weight * s[k]) / (1 + weight) for k in EXPRESSIONS if allowed[k]}
     label = max(confidence, key=confidence.__getitem__)
     best = confidence[label]
     # 4. Unsure when weak or when fer confidently says something else.
