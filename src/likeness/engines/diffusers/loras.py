@@ -128,6 +128,14 @@ class LoraSet:
         pipe.set_adapters(names, adapter_weights=[spec.strength for spec in loras])
         return shas
 
+    def adopt(self, sha: str, adapter: str) -> None:
+        """Treat the adapter ``adapter``, already in the pipeline, as the LoRA file ``sha``
+        (the same weights): :meth:`apply` activates it instead of loading the file."""
+        for known, name in list(self._names.items()):
+            if name == adapter and known != sha:
+                del self._names[known]
+        self._names[sha] = adapter
+
     def only(self, pipe: Any, names: list[str]) -> None:
         """Activate exactly the adapters ``names`` at strength 1 (none: all off), e.g. an
         identity adapter's own LoRA while the recipe's LoRAs rest; :meth:`apply` restores."""
