@@ -179,3 +179,28 @@ def test_judging_resumes_after_a_kill_without_judging_a_checkpoint_twice(
     assert again.already_trained and again.run_id == result.run_id
     assert len(engine.calls) - made == 3 * 2 * 2
     assert all(c["metrics"]["probes"] == 4 for c in again.checkpoints)
+
+
+def test_judging_in_memory_leaves_the_training_as_it_was(judge_ws, train_models, instruments):
+    """Probes rendered with the trainer's pipeline between steps (at a strength other than 1,
+    text-encoder LoRA included) do not change what is trained: the LoRA equals, bit for bit,
+    the one a run without judging trains."""
+    from safetensors.torch import load_file
+
+    judged = fast_recipe(train_models.sdxl, "sdxl", "obama@v1", steps=4, checkpoint_every=1,
+                         learning_rate=5e-3, train_text_encoder=True, lora_dropout=0.1,
+                         judge={**TINY_JUDGE, "strength": 0.5})  # fmt: skip
+    with_judge = train_lora(judge_ws, judged, device="cpu", instruments=instruments)
+    assert all(c["metrics"]["via"] == "in-memory" for c in with_judge.checkpoints)
+    plain = judged.with_overrides({"judge": {"enabled": False}})
+    without = train_lora(judge_ws, plain, device="cpu", again=True)
+    assert without.run_id != with_judge.run_id and without.best is None
+    a, b = load_file(with_judge.final_lora), load_file(without.final_lora)
+    assert a.keys() == b.keys() and any(k.startswith("lora_te1_") for k in a)
+    assert all(torch_equal(a[k], b[k]) for k in a)
+
+
+def torch_equal(x, y) -> bool:
+    import torch
+
+    return bool(torch.equal(x, y))

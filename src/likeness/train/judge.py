@@ -244,10 +244,15 @@ class CheckpointJudge:
             for p in store.list_probes(self.ws.db, checkpoint.id, self.hash)
             if p.image_sha is not None
         }
-        for plan in plans:
-            if (plan.shot.id, plan.seed) in made:
-                continue
-            self._render(checkpoint, plan, engine)
+        try:
+            for plan in plans:
+                if (plan.shot.id, plan.seed) in made:
+                    continue
+                self._render(checkpoint, plan, engine)
+        finally:
+            drop = getattr(engine, "drop_loras", None)
+            if drop is not None:  # a checkpoint loaded from its file: unload it
+                drop()
         probes = store.list_probes(self.ws.db, checkpoint.id, self.hash)
         # 2-3. Scores and memorisation.
         self._score(checkpoint, probes)

@@ -132,6 +132,11 @@ class DiffusersEngine:
         for sha, adapter in (loras or {}).items():
             self._loras.adopt(sha, adapter)
 
+    def drop_loras(self) -> None:
+        """Unload the LoRA files loaded so far, keeping the base model (and any adapters of a
+        pipeline lent by :meth:`use_pipeline`)."""
+        self._loras.drop(self._pipe)
+
     # -- protocol -----------------------------------------------------------------------
     def check(self, recipe: Recipe) -> None:
         """Raise :class:`EngineCannotHonour` for the first field this engine cannot run."""
