@@ -82,6 +82,29 @@ def test_in_memory_probes_are_the_files_probes_and_every_checkpoint_is_judged(
     base = np.asarray(render_base(plan.recipe), dtype=np.float64)
     assert np.abs(base - in_memory).mean() > 1.0, "the LoRA must change the probe"
 
+    # Other judge settings on the finished recipe: each checkpoint is judged again from its
+    # file (a diffusers engine on the base model), nothing is trained.
+    wider = recipe.with_overrides({"judge": {**TINY_JUDGE, "seeds": [1, 3]}})
+    again = train_lora(judge_ws, wider, device="cpu", instruments=instruments)
+    assert again.already_trained and again.run_id == result.run_id
+    for checkpoint in again.checkpoints:
+        assert checkpoint["metrics"]["via"] == "file" and checkpoint["metrics"]["probes"] == 4
+    # Seed 1 rendered from the file is the seed-1 probe rendered in memory, to 1 level.
+    old_hash = last.metrics["judge_hash"]
+    assert again.checkpoints[-1]["metrics"]["judge_hash"] != old_hash
+    before = {
+        (q.shot, q.seed): q.image_sha for q in store.list_probes(judge_ws.db, last.id, old_hash)
+    }
+    for probe in (p for p in again.checkpoints[-1]["probes"] if p["seed"] == 1):
+        old = pixels(judge_ws, before[(probe["shot"], 1)])
+        assert np.abs(pixels(judge_ws, probe["image_sha"]) - old).max() <= 1.0
+
+
+def pixels(ws, sha):
+    from PIL import Image
+
+    return np.asarray(Image.open(ws.blobs.path(sha)).convert("RGB"), dtype=np.float64)
+
 
 def judge_ws_version(ws, ref):
     from likeness.store.datasets import resolve

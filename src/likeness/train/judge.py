@@ -476,25 +476,26 @@ def trainer_pipeline(model: TrainModel) -> Iterator[Any]:
     pipe = model.pipe
     scheduler = pipe.scheduler
     device = torch.device(model.device)
-    moved = []
-    for name in ("text_encoder", "text_encoder_2"):
-        encoder = getattr(pipe, name, None)
-        if encoder is not None and encoder.device != device:
-            encoder.to(device)
-            moved.append(encoder)
-    for module in model.trained.values():
-        module.eval()
+    away = [
+        encoder
+        for encoder in (getattr(pipe, n, None) for n in ("text_encoder", "text_encoder_2"))
+        if encoder is not None and encoder.device != device
+    ]
     cast: Any = contextlib.nullcontext()
     if model.weight_dtype != torch.float32:
         cast = torch.autocast(device.type, dtype=model.weight_dtype)
     try:
+        for encoder in away:  # (a move that runs out of memory is undone below)
+            encoder.to(device)
+        for module in model.trained.values():
+            module.eval()
         with torch.no_grad(), cast:
             yield pipe
     finally:
         pipe.scheduler = scheduler
         with contextlib.suppress(ValueError):
             pipe.set_adapters([TRAINER_ADAPTER], adapter_weights=[1.0])
-        for encoder in moved:
+        for encoder in away:
             encoder.to(model.text_device or "cpu")
 
 

@@ -557,7 +557,10 @@ class _FileJudging:
         owned = None
         if engine is None:
             from likeness.engines.diffusers import DiffusersEngine
+            from likeness.engines.diffusers.device import choose_device, release_device_memory
 
+            # The training model is gone: give its memory back before loading the base again.
+            release_device_memory(choose_device(self.options["device"]))  # type: ignore[arg-type]
             engine = owned = DiffusersEngine(**self.options)  # type: ignore[arg-type]
         self.say(f"judging {len(pending)} checkpoint(s) from their files")
         try:
