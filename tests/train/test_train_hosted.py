@@ -130,3 +130,19 @@ def test_probes_the_hosted_model_cannot_render_are_refused_before_training(
         train_hosted_recipe(judge_ws, bad, "replicate", destination="me/obama-flux",
                             instruments=instruments, **options())  # fmt: skip
     assert fake.works_of("training") == []
+
+
+def test_the_command_refuses_what_the_hosted_trainer_cannot_honour_in_one_line(judge_ws, tmp_path):
+    from typer.testing import CliRunner
+
+    from likeness.cli.main import app
+
+    path = tmp_path / "flux.toml"
+    path.write_text(recipe(alpha=16.0).to_toml())
+    args = ["-w", str(judge_ws.root), "train", str(path), "--engine", "replicate",
+            "--destination", "me/obama-flux"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1 and "alpha: 16.0 cannot be honoured" in result.stderr
+    other = CliRunner().invoke(app, [*args[:4], "--engine", "modal"])
+    assert other.exit_code == 2 and "--engine: 'modal'" in other.stderr

@@ -124,15 +124,13 @@ def run(
     Latents and caption embeddings are cached in the workspace (a second run encodes
     nothing); a kohya LoRA file is written every checkpoint_every steps; a NaN or infinite
     loss stops training at once and keeps the last good checkpoint. Each checkpoint is
-    judged by likeness ([judge] in the recipe): a few model-card probes scored against the
+    judged by likeness (the recipe's judge table): a few model-card probes scored against the
     dataset's source photos; the best checkpoint is marked. With --engine replicate|fal the
     recipe trains a FLUX LoRA on that API (the job follows the training it started).
 
     Example: likeness train mara-lora.toml --report train-report
     """
-    from likeness.train.loop import Diverged, StepReport, TrainHooks
     from likeness.train.recipe import TrainRecipe
-    from likeness.train.run import TrainError, train_lora
 
     if device is not None and device not in ("cpu", "cuda", "mps"):
         fail(f"--device: {device!r} is not cpu, cuda or mps")
@@ -143,24 +141,44 @@ def run(
     except RecipeError as exc:
         fail(str(exc))
     if engine is not None:
-        _train_hosted(ctx, loaded, engine, destination, create_destination, max_cost, report,
-                      as_json)  # fmt: skip
+        data = _train_hosted(ctx, loaded, engine, destination, create_destination, max_cost,
+                             report)  # fmt: skip
+    else:
+        data = _train_here(ctx, loaded, device, comfy_url, again, allow_pickle, report)
+    if as_json:
+        print_json(data)
         return
+    _print_summary(data)
+
+
+def _train_here(
+    ctx: typer.Context,
+    loaded: Any,
+    device: str | None,
+    comfy_url: str | None,
+    again: bool,
+    allow_pickle: bool,
+    report: Path | None,
+) -> dict[str, Any]:
+    """`likeness train RECIPE`: train on this machine; the `--json` data."""
+    from likeness.train.loop import Diverged, StepReport, TrainHooks
+    from likeness.train.run import TrainError, train_lora
+
     with open_workspace(ctx) as ws:
         url = ws.settings.comfyui.url if comfy_url is None else comfy_url
         bar = _step_bar()
         task = bar.add_task("training", total=None, loss="", rate="", eta="")
 
-        def on_step(report: StepReport) -> None:
+        def on_step(step: StepReport) -> None:
             if not bar.live.is_started:  # the bar appears with the first step
                 bar.start()
             bar.update(
                 task,
-                completed=report.step,
-                total=report.total,
-                loss=f"loss {report.loss:.4f}",
-                rate=f"{report.steps_per_s:.2f} it/s" if report.steps_per_s else "",
-                eta=f"ETA {_duration(report.eta_s)}" if report.eta_s is not None else "",
+                completed=step.step,
+                total=step.total,
+                loss=f"loss {step.loss:.4f}",
+                rate=f"{step.steps_per_s:.2f} it/s" if step.steps_per_s else "",
+                eta=f"ETA {_duration(step.eta_s)}" if step.eta_s is not None else "",
             )
 
         def notify(line: str) -> None:
@@ -188,10 +206,7 @@ def run(
                 _stop(bar)
         data = result.to_json()
         data["report"] = _write_report(ws, result.run_id, report)
-    if as_json:
-        print_json(data)
-        return
-    _print_summary(data)
+    return data
 
 
 @app.command("report")
@@ -247,9 +262,8 @@ def _train_hosted(
     create_destination: bool,
     max_cost: float | None,
     report: Path | None,
-    as_json: bool,
-) -> None:
-    """`likeness train RECIPE --engine replicate|fal`: the hosted path, then the same output."""
+) -> dict[str, Any]:
+    """`likeness train RECIPE --engine replicate|fal`: the hosted path; the same `--json`."""
     from likeness.engines.base import EngineCannotHonour
     from likeness.engines.hosted import HostedError
     from likeness.train.hosted import train_hosted_recipe
@@ -286,10 +300,7 @@ def _train_hosted(
                 _stop(bar)
         data = result.to_json()
         data["report"] = _write_report(ws, result.run_id, report)
-    if as_json:
-        print_json(data)
-        return
-    _print_summary(data)
+    return data
 
 
 @app.command("new")
