@@ -46,7 +46,12 @@ class Page(HTMLParser):
 
 @pytest.fixture(scope="module")
 def trained(judge_template, train_models, tmp_path_factory, instruments):
-    """A workspace where `likeness train --json --report` ran a judged tiny SDXL recipe."""
+    """A workspace where `likeness train --json --report` ran a judged tiny SDXL recipe (on one
+    torch thread, as the function-scoped tests run: tiny models are fastest so)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("report") / "ws"
     shutil.copytree(judge_template, root)
     recipe_file = root.parent / "lora.toml"
@@ -56,7 +61,10 @@ def trained(judge_template, train_models, tmp_path_factory, instruments):
     report = root.parent / "report"
     args = ["-w", str(root), "train", str(recipe_file), "--device", "cpu", "--json",
             "--report", str(report)]  # fmt: skip
-    result = runner.invoke(app, args)
+    try:
+        result = runner.invoke(app, args)
+    finally:
+        torch.set_num_threads(threads)
     assert result.exit_code == 0, result.output
     return root, json.loads(result.stdout), report
 
