@@ -11,6 +11,7 @@ import pytest
 
 from likeness.engines.base import GeneratedImage
 from likeness.train import store
+from likeness.train.loop import TrainHooks
 from likeness.train.run import train_lora
 from tests.evaluate.photo_engine import PhotoEngine
 from tests.train.conftest import TINY_JUDGE, fast_recipe
@@ -131,10 +132,13 @@ def test_real_faces_rank_the_checkpoints_and_a_memorised_probe_is_flagged(
     engine = PhotoEngine(lambda recipe, seed: photos[step_of(recipe)])
     recipe = fast_recipe(train_models.flux, "flux", "obama@v1", steps=6, checkpoint_every=2,
                          judge=TINY_JUDGE)  # fmt: skip
-    result = train_lora(judge_ws, recipe, device="cpu", probe_engine=engine,
+    mine = TrainHooks(on_checkpoint=lambda event: {"mine": event.step})  # a caller's own hook
+    result = train_lora(judge_ws, recipe, device="cpu", probe_engine=engine, hooks=mine,
                         instruments=instruments)  # fmt: skip
 
     by_step = {c["step"]: c for c in result.checkpoints}
+    assert all(c["metrics"]["mine"] == c["step"] and "match" in c["metrics"]
+               for c in result.checkpoints)  # fmt: skip
     stranger, fresh, copy = (by_step[s]["metrics"] for s in (2, 4, 6))
     assert stranger["pass_rate"] == 0.0 and fresh["pass_rate"] == 1.0
     assert fresh["match"] > stranger["match"] + 3

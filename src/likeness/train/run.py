@@ -600,7 +600,8 @@ def _memory_engine() -> Any:
 def _with_judge(
     hooks: TrainHooks, judge: CheckpointJudge | None, probe_engine: Engine | None, say: Notify
 ) -> TrainHooks:
-    """The hooks with the judge run on each checkpoint before the caller's own hook."""
+    """The hooks with the judge run on each checkpoint before the caller's own hook; what
+    the caller's hook returns is stored beside the judge's metrics, not over them."""
     if judge is None:
         return hooks
     inner = hooks.on_checkpoint
@@ -610,7 +611,11 @@ def _with_judge(
         checkpoint = store.get_checkpoint(judge.ws.db, event.checkpoint_id)
         assert checkpoint is not None
         _judge_safely(say, lambda: judge.judge_live(checkpoint, event.model, engine))
-        return inner(event) if inner is not None else None
+        extra = inner(event) if inner is not None else None
+        if extra is None:
+            return None
+        judged = store.get_checkpoint(judge.ws.db, event.checkpoint_id)
+        return {**((judged.metrics if judged else None) or {}), **extra}
 
     return dataclasses.replace(hooks, on_checkpoint=on_checkpoint)
 
