@@ -56,7 +56,7 @@ def main() -> None:
     from likeness.engines.diffusers.tiny import save_tiny_pipeline
     from likeness.store.datasets import DatasetItem, create_version
     from likeness.train.loop import TrainHooks
-    from likeness.train.recipe import TrainRecipe
+    from likeness.train.recipe import JudgeSettings, TrainRecipe
     from likeness.train.run import train_lora
     from likeness.workspace import Workspace
 
@@ -91,6 +91,7 @@ def main() -> None:
             gradient_checkpointing=False,
             caption_dropout=0.0,
             steps=args.steps,
+            judge=JudgeSettings(enabled=False),  # the step is timed, not the judge
             checkpoint_every=args.steps,
             save_precision="fp32",
         )

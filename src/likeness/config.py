@@ -100,6 +100,13 @@ class CardSettings:
 
 
 @dataclass(frozen=True)
+class LoopSettings:
+    train_recipe: str = ""
+    """Train recipe `likeness loop` trains each new dataset version with (relative to the
+    workspace); empty: the loop waits for training unless --train-recipe names one."""
+
+
+@dataclass(frozen=True)
 class ComfyUISettings:
     url: str = "http://127.0.0.1:8188"
 
@@ -226,6 +233,7 @@ class Settings:
     comfyui: ComfyUISettings = field(default_factory=ComfyUISettings)
     hosted: HostedSettings = field(default_factory=HostedSettings)
     scale: ScaleSettings = field(default_factory=ScaleSettings)
+    loop: LoopSettings = field(default_factory=LoopSettings)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -50,7 +50,17 @@ FAST = {
     "gradient_checkpointing": False,
     "save_precision": "fp32",
     "caption_dropout": 0.0,
+    "judge": {"enabled": False},  # judging has its own tests (test_judge.py)
 }
+TINY_JUDGE = {
+    "enabled": True,
+    "probes": ["front_neutral", "standing"],
+    "seeds": [1],
+    "steps": 2,
+    "width": SIZE,
+    "height": SIZE,
+}
+"""Probes a tiny model renders in a blink: two card shots at one seed, 64 px, 2 steps."""
 
 
 @dataclass(frozen=True)
@@ -162,3 +172,54 @@ def fast_recipe(model: Path, family: str, dataset: str, **fields: object):
     return TrainRecipe.from_dict(
         {**FAST, "model": str(model), "family": family, "dataset": dataset, **fields}
     )
+
+
+# -- judging -------------------------------------------------------------------------------
+PROBE_PHOTOS = ("obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg")
+"""Photos a test engine serves as probes: obama.jpg and obama2.jpg are training images of
+``obama@v1``, obama3.jpg is the same man in a photo the LoRA never saw, biden.jpg another man."""
+
+
+@pytest.fixture(scope="session")
+def instruments():
+    from likeness.metrics import Instruments
+
+    return Instruments()
+
+
+@pytest.fixture(scope="session")
+def judge_template(
+    template_ws: TemplateWorkspace, tmp_path_factory: pytest.TempPathFactory, instruments
+) -> Path:
+    """The training workspace plus ``obama@v1`` (obama.jpg and obama2.jpg, source photos),
+    with those two photos and every :data:`PROBE_PHOTOS` PNG analysed into its cache once, so
+    a test pays no dlib time for them."""
+    from likeness.metrics import analyze_paths
+    from likeness.store.datasets import DatasetItem, create_version
+    from tests.evaluate.photo_engine import photo_png
+
+    root = tmp_path_factory.mktemp("judge-ws") / "ws"
+    shutil.copytree(template_ws.root, root)
+    served = tmp_path_factory.mktemp("served")
+    paths = []
+    for name in PROBE_PHOTOS:
+        path = served / f"{Path(name).stem}.png"
+        path.write_bytes(photo_png(name))
+        paths.append(path)
+    with Workspace.open(root) as ws:
+        names = {name: sha for sha, name in template_ws.names.items()}
+        items = [DatasetItem(names[n], CAPTIONS[n]) for n in ("obama.jpg", "obama2.jpg")]
+        create_version(ws.db, "obama", items, trigger="vrexoq123", class_word="man",
+                       caption_template="custom", trigger_placement="start",
+                       selection={})  # fmt: skip
+        sources = [ws.blobs.path(item.image_sha) for item in items]
+        analyze_paths([*sources, *paths], instruments=instruments, conn=ws.db, workers=2)
+    return root
+
+
+@pytest.fixture
+def judge_ws(judge_template: Path, tmp_path: Path) -> Iterator[Workspace]:
+    root = tmp_path / "ws"
+    shutil.copytree(judge_template, root)
+    with Workspace.open(root) as ws:
+        yield ws

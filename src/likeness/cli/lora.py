@@ -21,6 +21,7 @@ from likeness.store.loras import (
     lora_lineage,
 )
 from likeness.train.lora_files import LoraFileError, add_lora, inspect_lora
+from likeness.train.store import judged_loras
 
 app = typer.Typer(
     help="LoRA files: trained here or added, with the dataset behind them and what used them.",
@@ -47,13 +48,19 @@ def list_(
             fail(str(exc))
         rows = list_loras(ws.db, dataset=name, dataset_version=version)
         uses = {row.sha256: lora_lineage(ws.db, row.sha256) for row in rows}
+        judged = judged_loras(ws.db)
     if as_json:
-        print_json([{**row.to_dict(), **_counts(uses[row.sha256])} for row in rows])
+        print_json(
+            [
+                {**row.to_dict(), **_counts(uses[row.sha256]), "judge": _judge(judged, row.id)}
+                for row in rows
+            ]
+        )
         return
     if not rows:
         out.print("no LoRAs yet: `likeness train`, or `likeness lora add FILE --dataset NAME@vN`")
         return
-    table = Table("id", "name", "model", "steps", "dataset", "source", "sha256", "used")
+    table = Table("id", "name", "model", "steps", "dataset", "source", "sha256", "used", "judged")
     for row in rows:
         counts = _counts(uses[row.sha256])
         table.add_row(
@@ -65,6 +72,7 @@ def list_(
             row.source,
             row.sha256[:10],
             f"{counts['sweeps']} sweeps, {counts['cards']} cards, {counts['generations']} images",
+            _judged_cell(_judge(judged, row.id)),
         )
     out.print(table)
 
@@ -82,10 +90,16 @@ def show(
     with open_workspace(ctx) as ws:
         row = _find(ws.db, ref)
         lineage = lora_lineage(ws.db, row.sha256)
+        judge = _judge(judged_loras(ws.db), row.id)
     exists = Path(row.path).is_file()
     if as_json:
         print_json(
-            {**row.to_dict(with_metadata=True), "exists": exists, "lineage": lineage.to_dict()}
+            {
+                **row.to_dict(with_metadata=True),
+                "exists": exists,
+                "lineage": lineage.to_dict(),
+                "judge": judge,
+            }
         )
         return
     out.print(f"[bold]{row.name}[/bold] (LoRA {row.id}, {row.source})", highlight=False)
@@ -101,6 +115,8 @@ def show(
     trigger = row.metadata.get("likeness_trigger") or row.metadata.get("modelspec.trigger_phrase")
     if trigger:
         out.print(f"trigger   {trigger}", highlight=False)
+    if judge is not None:
+        out.print(f"judged    {_judged_cell(judge)}", highlight=False)
     _print_lineage(lineage)
 
 
@@ -181,6 +197,30 @@ def _find(conn: Any, ref: str) -> LoraRow:
     except LoraError as exc:
         fail(str(exc))
     raise AssertionError("unreachable")
+
+
+def _judge(judged: dict[int, Any], lora_id: int) -> dict[str, Any] | None:
+    """``{"metrics": ..., "best": bool}`` of a LoRA that is a training checkpoint, or None."""
+    if lora_id not in judged:
+        return None
+    metrics, best = judged[lora_id]
+    return {"metrics": metrics, "best": best}
+
+
+def _judged_cell(judge: dict[str, Any] | None) -> str:
+    if judge is None:
+        return "-"
+    m = judge["metrics"]
+    if not m:
+        return "best" if judge["best"] else "not judged"
+    text = (
+        f"match {m['match']:.2f}, pass {m['pass_rate']:.0%}"
+        if m.get("match") is not None
+        else f"no face, pass {m['pass_rate']:.0%}"
+    )
+    if m.get("memorised"):
+        text += f", {m['memorised']} memorised"
+    return f"{text}, best of its run" if judge["best"] else text
 
 
 def _counts(lineage: LoraLineage) -> dict[str, int]:

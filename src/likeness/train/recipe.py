@@ -79,11 +79,45 @@ DEFAULT_SAMPLE_PROMPTS = (
     "{trigger} photo of a {class_word} smiling, head turned halfway to the left, outdoors",
 )
 
+# Probe shots of the shipped card judged at every checkpoint: front neutral, a half angle,
+# smiling and a body shot (the card's ids, `likeness/data/card/card.toml`).
+DEFAULT_PROBES = ("front_neutral", "half_left_neutral", "front_smiling", "standing")
+
 FP16_WARNING = (
     "mixed_precision = 'fp16' on {family}: in practice fp16 gave a NaN loss from step 1 at "
     "lr 1e-4, while bf16 with lr 5e-5 and a 200-step warmup trained stably; use 'bf16' where "
     "the GPU supports it (the trainer stops at the first NaN either way)"
 )
+
+
+@dataclass(frozen=True)
+class JudgeSettings:
+    """How checkpoints are judged: a few card shots rendered with each checkpoint at fixed
+    seeds, scored against the dataset's source photos (see :mod:`likeness.train.judge`).
+
+    Judging is not part of what a run trains: changing this table never restarts training
+    (it is left out of :meth:`TrainRecipe.recipe_hash`); checkpoints judged with other
+    settings are judged again.
+    """
+
+    enabled: bool = True
+    probes: tuple[str, ...] = DEFAULT_PROBES
+    seeds: tuple[int, ...] = (1, 2)
+    steps: int = 30
+    cfg: float = 4.0
+    width: int = 832
+    height: int = 1216
+    strength: float = 1.0
+    spec: str = ""
+
+    def __post_init__(self) -> None:
+        for name in ("probes", "seeds"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+
+    def settings_hash(self) -> str:
+        """Identity of what the probes are: probes judged under another hash are stale."""
+        canonical = json.dumps(_plain(self), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -140,6 +174,8 @@ class TrainRecipe:
     sample_prompts: tuple[str, ...] = DEFAULT_SAMPLE_PROMPTS
     sample_steps: int = 30
     sample_cfg: float = 4.0
+    # -- judging ------------------------------------------------------------------------
+    judge: JudgeSettings = dataclasses.field(default_factory=JudgeSettings)
 
     def __post_init__(self) -> None:
         for name in ("lora_targets", "text_encoder_targets", "sample_prompts"):
@@ -191,8 +227,10 @@ class TrainRecipe:
         return cls.from_toml(text, source=str(path))
 
     def recipe_hash(self) -> str:
-        """Stable sha256 (hex) of the canonical JSON form: the identity of a training run."""
-        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        """Stable sha256 (hex) of the canonical JSON form: the identity of a training run.
+        The ``[judge]`` table is left out: how checkpoints are judged is not what is trained."""
+        trained = {k: v for k, v in self.to_dict().items() if k != "judge"}
+        canonical = json.dumps(trained, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> TrainRecipe:
@@ -349,6 +387,33 @@ def validate(recipe: TrainRecipe) -> None:
         )
     _int_range("sample_steps", recipe.sample_steps, 1, 1000)
     _float_range("sample_cfg", recipe.sample_cfg, 0.0, 100.0)
+    validate_judge(recipe.judge)
+
+
+def validate_judge(judge: JudgeSettings) -> None:
+    """Raise :class:`RecipeError` for the first ``judge.*`` field that cannot be used (the
+    probe ids are checked against the card spec when a run starts)."""
+    if judge.enabled and not judge.probes:
+        raise RecipeError("judge.probes", [], "is empty; list card shot ids or set enabled = false")
+    for index, probe in enumerate(judge.probes):
+        if not probe.strip():
+            raise RecipeError(f"judge.probes.{index}", probe, "is empty; name a card shot id")
+    if len(set(judge.probes)) != len(judge.probes):
+        raise RecipeError("judge.probes", list(judge.probes), "lists a shot twice; list it once")
+    if judge.enabled and not judge.seeds:
+        raise RecipeError("judge.seeds", [], "is empty; list fixed seeds, e.g. [1, 2]")
+    for index, seed in enumerate(judge.seeds):
+        if not 0 <= seed <= 2**63 - 1:
+            raise RecipeError(f"judge.seeds.{index}", seed, "must be between 0 and 2**63-1")
+    if len(set(judge.seeds)) != len(judge.seeds):
+        raise RecipeError("judge.seeds", list(judge.seeds), "lists a seed twice; list it once")
+    _int_range("judge.steps", judge.steps, 1, 1000)
+    _float_range("judge.cfg", judge.cfg, 0.0, 100.0)
+    for name in ("width", "height"):
+        value = getattr(judge, name)
+        if value < 64 or value > 8192 or value % 8:
+            raise RecipeError(f"judge.{name}", value, "must be a multiple of 8 between 64 and 8192")
+    _float_range("judge.strength", judge.strength, -20.0, 20.0)
 
 
 # -- the commented example --------------------------------------------------------------
@@ -403,6 +468,21 @@ FIELD_NOTES: dict[str, str] = {
     "sample_steps": "sampling steps of the samples",
     "sample_cfg": "CFG of the samples (FLUX: its distilled guidance); 4.0 is the working "
     "SDXL recipe",
+    "judge": "each checkpoint renders a few model-card shots at fixed seeds with the diffusers "
+    "engine, scored against the dataset's source photos; the best by the sweep objective is "
+    "marked (not part of the run's identity: changing it never restarts training)",
+}
+JUDGE_NOTES: dict[str, str] = {
+    "enabled": "judge every checkpoint (off: checkpoints are only files)",
+    "probes": "card shot ids (likeness/data/card/card.toml, or `spec`): front, half angle, "
+    "smiling, body",
+    "seeds": "fixed seeds: every checkpoint renders the same probes",
+    "steps": "sampling steps of a probe",
+    "cfg": "CFG of a probe (FLUX: its distilled guidance, 3.5 in practice)",
+    "width": "probe width (832x1216 is the working SDXL size; SD1.5: 512x768)",
+    "height": "probe height",
+    "strength": "LoRA strength of the probes (1.0: the LoRA as trained)",
+    "spec": "card spec TOML the probe shots come from; empty: the shipped 23-shot card",
 }
 _SECTIONS = {
     "model": "What to train",
@@ -425,6 +505,8 @@ def example_toml(recipe: TrainRecipe) -> str:
         "# dataset has a default (docs/training.md says where each comes from).",
     ]
     for f in dataclasses.fields(recipe):
+        if f.name == "judge":
+            continue  # a table: written last, below every top-level key
         if f.name in _SECTIONS:
             title = _SECTIONS[f.name]
             lines += ["", f"# -- {title} " + "-" * (90 - len(title))]
@@ -432,6 +514,15 @@ def example_toml(recipe: TrainRecipe) -> str:
             FIELD_NOTES[f.name], width=98, initial_indent="# ", subsequent_indent="# "
         )
         lines.append(tomli_w.dumps({f.name: _plain(getattr(recipe, f.name))}).rstrip("\n"))
+    lines += ["", "# -- Judging " + "-" * 86]
+    lines += textwrap.wrap(FIELD_NOTES["judge"], width=98, initial_indent="# ",
+                           subsequent_indent="# ")  # fmt: skip
+    lines.append("[judge]")
+    for f in dataclasses.fields(recipe.judge):
+        lines += textwrap.wrap(
+            JUDGE_NOTES[f.name], width=98, initial_indent="# ", subsequent_indent="# "
+        )
+        lines.append(tomli_w.dumps({f.name: _plain(getattr(recipe.judge, f.name))}).rstrip("\n"))
     return "\n".join(lines) + "\n"
 
 

@@ -9,8 +9,12 @@ with the same recipe, it resumes from the last checkpoint's resume state. The st
 4. load the base model, inject the LoRA;
 5. fill the cache: latents per (image, VAE, bucket), embeddings per (caption, encoders);
 6. optimizer and schedule; the resume state when there is one;
-7. train (:class:`~likeness.train.loop.Trainer`), checkpointing as the recipe says;
-8. finish the run (done, diverged or failed) and the job.
+7. train (:class:`~likeness.train.loop.Trainer`), checkpointing as the recipe says; each
+   checkpoint is judged by likeness with the trainer's own pipeline when ``[judge]`` is on
+   (:mod:`likeness.train.judge`); a resumed run first judges the checkpoint it resumes from
+   when a kill came before its judging ended;
+8. finish the run (done, diverged or failed) and the job; judge, from their files, any
+   checkpoints still unjudged (new judge settings, or a judging failure), and mark the best.
 
 Example::
 
@@ -30,7 +34,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from likeness.engines.base import EngineCannotHonour
+from likeness.engines.base import Engine, EngineCannotHonour
 from likeness.engines.diffusers.device import choose_device
 from likeness.jobs import job_key, start_job
 from likeness.recipes import RecipeError
@@ -38,8 +42,10 @@ from likeness.store.datasets import DatasetError, resolve
 from likeness.train import store
 from likeness.train.cache import TrainCache
 from likeness.train.data import DataError, DataOrder, load_items, make_buckets
+from likeness.train.judge import CheckpointJudge, JudgeError
 from likeness.train.loop import Diverged, SaveLora, Trainer, TrainHooks
 from likeness.train.recipe import TrainRecipe
+from likeness.train.runs import best_dict, checkpoint_dicts
 from likeness.train.setup import resolve_base_model
 from likeness.workspace import Workspace, check_trigger
 
@@ -72,6 +78,8 @@ class TrainResult:
     steps_per_s: float | None
     already_trained: bool = False
     """True when a finished run of the same recipe was found and nothing was trained."""
+    best: dict[str, Any] | None = None
+    """The checkpoint judging ranks first (one of ``checkpoints``), or None."""
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -94,6 +102,8 @@ def train_lora(
     register_lora: Callable[..., int] | None = None,
     again: bool = False,
     config: str | Path | None = None,
+    probe_engine: Engine | None = None,
+    instruments: Any = None,
 ) -> TrainResult:
     """Train (or resume) the LoRA ``recipe`` describes; see the module docstring.
 
@@ -103,6 +113,8 @@ def train_lora(
     when an input is wrong, :class:`~likeness.train.loop.Diverged` on NaN/inf. A recipe
     already trained to the end is reported, not trained again, unless ``again``. ``config``
     is the config folder of a single-file checkpoint that is not a real SDXL/SD1.5.
+    ``probe_engine`` renders the judge's probes instead of the trainer's pipeline (a test
+    engine); ``instruments`` are the judge's measuring models (loaded once per process).
     """
     say = notify or (lambda _line: None)
     hooks = hooks or TrainHooks()
@@ -137,6 +149,18 @@ def train_lora(
             f"{len(data.skipped)} image(s) of {version.ref} are excluded now (duplicates) and "
             "are left out"
         )
+    judge = None
+    if recipe.judge.enabled:
+        try:
+            judge = CheckpointJudge(ws, recipe, version, instruments=instruments, notify=say)
+        except JudgeError as exc:
+            raise TrainError(str(exc)) from None
+        if not judge.references:
+            warnings.append(
+                f"no source photos in {version.ref} or the workspace: checkpoints are not "
+                "judged (add them with `likeness add PHOTOS --origin source`)"
+            )
+            judge = None
     for line in warnings:
         say(f"warning: {line}")
     order = DataOrder(data.items, recipe.batch, recipe.seed)
@@ -149,9 +173,12 @@ def train_lora(
             f"{recipe.epochs} epochs; lower it"
         )
     # 2. The job and its run (a finished run of this recipe is the answer, unless again).
+    files = _FileJudging(judge, probe_engine, device, allow_pickle, config, say, warnings)
     finished = store.finished_run(ws.db, recipe.recipe_hash())
     if finished is not None and not again:
-        return run_result(ws, finished, warnings, already_trained=True)
+        files.judge_pending(finished.id)
+        return run_result(ws, store.get_run(ws.db, finished.id) or finished, warnings,
+                          already_trained=True)  # fmt: skip
     job = start_job(
         ws.db,
         JOB_KIND,
@@ -205,6 +232,8 @@ def train_lora(
             warnings=warnings,
             began=began,
             config=config,
+            judge=judge,
+            probe_engine=probe_engine,
         )
     except Diverged as exc:
         store.finish_run(ws.db, run.id, "diverged", error=str(exc))
@@ -215,6 +244,14 @@ def train_lora(
         job.fail(f"{type(exc).__name__}: {exc}")
         raise
     job.finish(message=f"{result.steps} steps, {result.final_lora}")
+    if files.judge_pending(run.id):
+        finished_run = store.get_run(ws.db, run.id)
+        assert finished_run is not None
+        result = dataclasses.replace(
+            result,
+            checkpoints=tuple(checkpoint_dicts(ws, finished_run)),
+            best=best_dict(ws, finished_run),
+        )
     return result
 
 
@@ -239,6 +276,8 @@ def _train(
     warnings: list[str],
     began: float,
     config: str | Path | None,
+    judge: CheckpointJudge | None,
+    probe_engine: Engine | None,
 ) -> TrainResult:
     from accelerate import Accelerator
 
@@ -335,7 +374,7 @@ def _train(
             base_model_sha256=run.base_model_sha256,
             started_at=started_at,
         ),
-        hooks=_with_job(hooks, job),
+        hooks=_with_judge(_with_job(hooks, job), judge, probe_engine, say),
         sample_prompts=sample_prompts,
         sample_texts=[texts[p] for p in sample_prompts] + [texts[""]],
         register_lora=register_lora or _default_register(),
@@ -350,6 +389,11 @@ def _train(
         trainer.restore(saved)
         start = saved.step
         say(f"resuming run {run_id} from step {start} of {total}")
+        if judge is not None:  # killed while judging: the weights are that checkpoint's
+            live = [c for c in judge.pending(run_id) if c.step == start]
+            for checkpoint in live:
+                _judge_safely(say, lambda c=checkpoint: judge.judge_live(
+                    c, model, probe_engine or _memory_engine()))  # fmt: skip
     # 7. Train.
     trained_from = time.perf_counter()
     if start < total:
@@ -392,13 +436,14 @@ def run_result(
         total_steps=run.total_steps,
         output_dir=run.output_dir,
         final_lora=run.final_lora,
-        checkpoints=tuple(c.to_dict() for c in store.list_checkpoints(ws.db, run.id)),
+        checkpoints=tuple(checkpoint_dicts(ws, run)),
         cache=run.cache_stats,
         skipped=run.skipped,
         warnings=tuple(warnings),
         seconds=seconds,
         steps_per_s=steps_per_s,
         already_trained=already_trained,
+        best=best_dict(ws, run),
     )
 
 
@@ -479,6 +524,100 @@ def _progress(say: Notify) -> Callable[[str, int, int], None]:
             say(f"{what}: {total} ready")
 
     return report
+
+
+class _FileJudging:
+    """Judges, from their files, the checkpoints of a run still unjudged; the diffusers
+    engine loading the base model for it exists only while it is needed."""
+
+    def __init__(
+        self,
+        judge: CheckpointJudge | None,
+        probe_engine: Engine | None,
+        device: str | None,
+        allow_pickle: bool,
+        config: str | Path | None,
+        say: Notify,
+        warnings: list[str],
+    ) -> None:
+        self.judge = judge
+        self.probe_engine = probe_engine
+        self.options = {"device": device, "allow_pickle": allow_pickle, "config": config}
+        self.say = say
+        self.warnings = warnings
+
+    def judge_pending(self, run_id: int) -> bool:
+        """Judge what is pending; True when anything was judged."""
+        if self.judge is None:
+            return False
+        pending = self.judge.pending(run_id)
+        if not pending:
+            return False
+        engine = self.probe_engine
+        owned = None
+        if engine is None:
+            from likeness.engines.diffusers import DiffusersEngine
+            from likeness.engines.diffusers.device import choose_device, release_device_memory
+
+            # The training model is gone: give its memory back before loading the base again.
+            release_device_memory(choose_device(self.options["device"]))  # type: ignore[arg-type]
+            engine = owned = DiffusersEngine(**self.options)  # type: ignore[arg-type]
+        self.say(f"judging {len(pending)} checkpoint(s) from their files")
+        try:
+            for checkpoint in pending:
+                if not Path(checkpoint.path).is_file():
+                    line = f"step {checkpoint.step}: {checkpoint.path} is gone; not judged"
+                    self.warnings.append(line)
+                    self.say(f"warning: {line}")
+                    continue
+                _judge_safely(
+                    self.say,
+                    lambda c=checkpoint: self.judge.judge(  # type: ignore[union-attr]
+                        c, engine, via="file" if owned is not None else engine.name
+                    ),
+                )
+        finally:
+            if owned is not None:
+                owned.release()
+        return True
+
+
+def _judge_safely(say: Notify, judge: Callable[[], Any]) -> None:
+    """Judging never stops a training run: a failure is a warning, and the checkpoint stays
+    unjudged (judged again from its file at the end, or by the next run of the recipe)."""
+    try:
+        judge()
+    except Exception as exc:  # a probe engine or an instrument that broke
+        say(f"warning: judging failed ({type(exc).__name__}: {exc}); the checkpoint stays unjudged")
+
+
+def _memory_engine() -> Any:
+    from likeness.engines.diffusers import DiffusersEngine
+
+    return DiffusersEngine()
+
+
+def _with_judge(
+    hooks: TrainHooks, judge: CheckpointJudge | None, probe_engine: Engine | None, say: Notify
+) -> TrainHooks:
+    """The hooks with the judge run on each checkpoint before the caller's own hook; what
+    the caller's hook returns is stored beside the judge's metrics, not over them."""
+    if judge is None:
+        return hooks
+    inner = hooks.on_checkpoint
+    engine = probe_engine or _memory_engine()
+
+    def on_checkpoint(event: Any) -> Any:
+        checkpoint = store.get_checkpoint(judge.ws.db, event.checkpoint_id)
+        assert checkpoint is not None
+        _judge_safely(say, lambda: judge.judge_live(checkpoint, event.model, engine))
+        extra = inner(event) if inner is not None else None
+        if extra is None:
+            return None
+        judged = store.get_checkpoint(judge.ws.db, event.checkpoint_id)
+        return {**((judged.metrics if judged else None) or {}), **extra}
+
+    return dataclasses.replace(hooks, on_checkpoint=on_checkpoint)
 
 
 def _with_job(hooks: TrainHooks, job: Any) -> TrainHooks:

@@ -1,7 +1,9 @@
-"""Train runs, checkpoints and losses in the workspace database (migration 0007).
+"""Train runs, checkpoints and losses in the workspace database (migrations 0007, 0009).
 
-A judge finds the checkpoints of a run with :func:`list_checkpoints` and records what it
-measured with :func:`set_checkpoint_metrics`; the loss curve is :func:`losses`.
+A judge finds the checkpoints of a run with :func:`list_checkpoints`, keeps each probe it
+renders with :func:`put_probe` and records what it measured with
+:func:`set_checkpoint_metrics`; :func:`set_best` marks the checkpoint it ranks first. The loss
+curve is :func:`losses`.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ class TrainRun:
     cache_stats: dict[str, int]
     created_at: str
     finished_at: str | None
+    best_checkpoint: int | None = None
+    """Id of the checkpoint judging ranks first (None until one is judged)."""
 
     def to_dict(self) -> dict[str, Any]:
         data = dict(self.__dict__)
@@ -62,6 +66,50 @@ class Checkpoint:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One probe image of a checkpoint: a card shot at a fixed seed."""
+
+    checkpoint_id: int
+    judge_hash: str
+    shot: str
+    seed: int
+    prompt: str
+    image_sha: str | None
+    score: dict[str, Any] | None
+    memorised: dict[str, Any] | None
+    generation: dict[str, Any]
+    error: str | None
+    created_at: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """The probe as ``likeness train --json`` and the report show it (no provenance)."""
+        score = self.score or {}
+        return {
+            "shot": self.shot,
+            "seed": self.seed,
+            "prompt": self.prompt,
+            "image_sha": self.image_sha,
+            "match": score.get("match"),
+            "pass": score.get("pass"),
+            "grain": score.get("grain"),
+            "plastic": score.get("plastic"),
+            "angle": score.get("angle"),
+            "expression": score.get("expression"),
+            "flags": list(score.get("flags") or []),
+            "memorised": self.memorised,
+            "error": self.error,
+        }
+
+
+def _probe(row: sqlite3.Row) -> Probe:
+    data = dict(row)
+    for key in ("score", "memorised"):
+        data[key] = json.loads(data[key]) if data[key] is not None else None
+    data["generation"] = json.loads(data["generation"])
+    return Probe(**data)
 
 
 def _run(row: sqlite3.Row) -> TrainRun:
@@ -219,6 +267,106 @@ def set_checkpoint_metrics(
         conn.execute(
             "UPDATE train_checkpoints SET metrics = ? WHERE id = ?",
             (json.dumps(dict(metrics), sort_keys=True), checkpoint_id),
+        )
+
+
+def get_checkpoint(conn: sqlite3.Connection, checkpoint_id: int) -> Checkpoint | None:
+    row = conn.execute("SELECT * FROM train_checkpoints WHERE id = ?", (checkpoint_id,)).fetchone()
+    return _checkpoint(row) if row else None
+
+
+def set_best(conn: sqlite3.Connection, run_id: int, checkpoint_id: int | None) -> None:
+    """Mark the checkpoint judging ranks first (None: no checkpoint is judged)."""
+    with transaction(conn):
+        conn.execute(
+            "UPDATE train_runs SET best_checkpoint = ? WHERE id = ?", (checkpoint_id, run_id)
+        )
+
+
+def judged_loras(conn: sqlite3.Connection) -> dict[int, tuple[dict[str, Any] | None, bool]]:
+    """LoRA id -> (metrics of its checkpoint, whether it is its run's best), for every LoRA
+    that is a checkpoint of a training run."""
+    rows = conn.execute(
+        "SELECT c.lora_id, c.metrics, r.best_checkpoint = c.id AS best FROM train_checkpoints c "
+        "JOIN train_runs r ON r.id = c.run_id WHERE c.lora_id IS NOT NULL"
+    ).fetchall()
+    return {
+        r["lora_id"]: (json.loads(r["metrics"]) if r["metrics"] else None, bool(r["best"]))
+        for r in rows
+    }
+
+
+# -- probes ------------------------------------------------------------------------------
+def list_probes(
+    conn: sqlite3.Connection, checkpoint_id: int, judge_hash: str | None = None
+) -> list[Probe]:
+    """The probes of a checkpoint (made under ``judge_hash`` when given), by shot then seed."""
+    sql = "SELECT * FROM train_probes WHERE checkpoint_id = ?"
+    params: list[Any] = [checkpoint_id]
+    if judge_hash is not None:
+        sql += " AND judge_hash = ?"
+        params.append(judge_hash)
+    return [_probe(r) for r in conn.execute(sql + " ORDER BY rowid", params)]
+
+
+def put_probe(
+    conn: sqlite3.Connection,
+    *,
+    checkpoint_id: int,
+    judge_hash: str,
+    shot: str,
+    seed: int,
+    prompt: str,
+    image_sha: str | None,
+    generation: Mapping[str, Any],
+    error: str | None = None,
+) -> None:
+    """Record a rendered probe (or the engine's failure); a failed one is replaced when it is
+    rendered again, a stored image never is."""
+    with transaction(conn):
+        conn.execute(
+            "INSERT INTO train_probes (checkpoint_id, judge_hash, shot, seed, prompt, image_sha, "
+            "generation, error, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (checkpoint_id, judge_hash, shot, seed) DO UPDATE SET "
+            "prompt = excluded.prompt, image_sha = excluded.image_sha, "
+            "generation = excluded.generation, error = excluded.error, score = NULL, "
+            "memorised = NULL WHERE image_sha IS NULL",
+            (
+                checkpoint_id,
+                judge_hash,
+                shot,
+                seed,
+                prompt,
+                image_sha,
+                json.dumps(dict(generation), sort_keys=True, default=str),
+                error,
+                utc_now(),
+            ),
+        )
+
+
+def set_probe_scores(
+    conn: sqlite3.Connection,
+    checkpoint_id: int,
+    judge_hash: str,
+    scores: Mapping[tuple[str, int], tuple[Mapping[str, Any], Mapping[str, Any] | None]],
+) -> None:
+    """Store (score, memorised) per (shot, seed) of a checkpoint's probes."""
+    with transaction(conn):
+        conn.executemany(
+            "UPDATE train_probes SET score = ?, memorised = ? WHERE checkpoint_id = ? AND "
+            "judge_hash = ? AND shot = ? AND seed = ?",
+            [
+                (
+                    json.dumps(dict(score), sort_keys=True),
+                    json.dumps(dict(memo), sort_keys=True) if memo is not None else None,
+                    checkpoint_id,
+                    judge_hash,
+                    shot,
+                    seed,
+                )
+                for (shot, seed), (score, memo) in scores.items()
+            ],
         )
 
 

@@ -8,7 +8,9 @@ Example::
     engine.release()                     # drop models, free (V)RAM
 
 The loaded pipeline (and its img2img/inpaint views, LoRAs and upscaler) stays cached between
-calls until another model is asked for or :meth:`release` is called.
+calls until another model is asked for or :meth:`release` is called. A pipeline loaded by the
+caller (the trainer's, with its LoRA layers in place) can be used instead of a second copy:
+:meth:`DiffusersEngine.use_pipeline`.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -106,6 +108,34 @@ class DiffusersEngine:
         self._controlnets: dict[str, Any] = {}
         self._insightface: dict[str, Any] = {}
         self._references: dict[tuple[Any, ...], identity.ReferenceEmbedding] = {}
+        self._adopted = False
+
+    def use_pipeline(
+        self, pipe: Any, model: str, family: str, *, loras: Mapping[str, str] | None = None
+    ) -> None:
+        """Run recipes of ``model`` on ``pipe``, a pipeline the caller loaded, instead of
+        loading a second copy (the trainer judging a checkpoint with its own pipeline).
+
+        ``loras`` maps the sha256 of a LoRA file to the adapter already in ``pipe`` that
+        holds the same weights: a recipe naming that file activates the adapter instead of
+        loading the file. The caller keeps the pipeline: :meth:`release` forgets it, and the
+        engine switches off no adapter it did not load.
+        """
+        source = resolve_model(model, family, allow_pickle=self.allow_pickle)
+        if self._pipe is not pipe:
+            self.release()
+            self._pipe = pipe
+            self._base_scheduler = dict(pipe.scheduler.config)
+            denoiser = getattr(pipe, "unet", None) or pipe.transformer
+            self._key = (source, str(pipe.device), str(denoiser.dtype), str(self._config))
+            self._adopted = True
+        for sha, adapter in (loras or {}).items():
+            self._loras.adopt(sha, adapter)
+
+    def drop_loras(self) -> None:
+        """Unload the LoRA files loaded so far, keeping the base model (and any adapters of a
+        pipeline lent by :meth:`use_pipeline`)."""
+        self._loras.drop(self._pipe)
 
     # -- protocol -----------------------------------------------------------------------
     def check(self, recipe: Recipe) -> None:
@@ -223,6 +253,7 @@ class DiffusersEngine:
         self._adapter.clear()
         self._controlnets.clear()
         self._key = None
+        self._adopted = False
         release_device_memory(device)
 
     def close(self) -> None:
@@ -233,6 +264,8 @@ class DiffusersEngine:
     def pipeline(self, recipe: Recipe) -> Any:
         """The (cached) text-to-image pipeline for ``recipe``'s model."""
         source = resolve_model(recipe.model, recipe.family, allow_pickle=self.allow_pickle)
+        if self._adopted and self._key is not None and self._key[0] == source:
+            return self._pipe  # the caller's pipeline (use_pipeline)
         device = choose_device(self._device_pref)
         dtype = choose_dtype(device, self._dtype_pref)
         key = (source, device, str(dtype), str(self._config))

@@ -128,6 +128,23 @@ class LoraSet:
         pipe.set_adapters(names, adapter_weights=[spec.strength for spec in loras])
         return shas
 
+    def adopt(self, sha: str, adapter: str) -> None:
+        """Treat the adapter ``adapter``, already in the pipeline, as the LoRA file ``sha``
+        (the same weights): :meth:`apply` activates it instead of loading the file."""
+        for known, name in list(self._names.items()):
+            if name == adapter and known != sha:
+                del self._names[known]
+        self._names[sha] = adapter
+
+    def drop(self, pipe: Any) -> None:
+        """Delete from the pipeline every adapter this set loaded from a file (adopted ones
+        stay, they are the caller's): judging one checkpoint after another from files would
+        otherwise keep every checkpoint's weights in memory."""
+        loaded = {name for name in self._names.values() if name.startswith("lora_")}
+        if loaded and pipe is not None:
+            pipe.delete_adapters(sorted(loaded))
+        self._names = {sha: name for sha, name in self._names.items() if name not in loaded}
+
     def only(self, pipe: Any, names: list[str]) -> None:
         """Activate exactly the adapters ``names`` at strength 1 (none: all off), e.g. an
         identity adapter's own LoRA while the recipe's LoRAs rest; :meth:`apply` restores."""
