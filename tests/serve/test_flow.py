@@ -257,13 +257,16 @@ def test_the_real_trainer_runs_from_the_studio(server):
     assert client.post("/api/studio/datasets", json={"name": "mara"}, headers=headers).is_success
     tiny = {"resolution": 64, "rank": 4, "alpha": 2.0, "warmup_steps": 0, "batch": 1,
             "checkpoint_every": 2, "mixed_precision": "no", "gradient_checkpointing": False,
-            "save_precision": "fp32", "learning_rate": 1e-3}  # fmt: skip
+            "save_precision": "fp32", "learning_rate": 1e-3,
+            # one small probe judged per checkpoint; the shipped probes are card-sized
+            "judge": {"probes": ["front_neutral"], "seeds": [1], "steps": 2,
+                      "width": 64, "height": 64}}  # fmt: skip
     body = {"dataset": "mara@v1", "model": "tiny-sd15", "family": "sd15", "steps": 2,
             "recipe": tiny}  # fmt: skip
     answer = client.post("/api/studio/train", json=body, headers=headers)
     assert answer.status_code == 202, answer.text
     job_id = answer.json()["job"]["id"]
-    wait_for(lambda: job_state(client, job_id)["state"] in ("done", "failed"), "training", 180)
+    wait_for(lambda: job_state(client, job_id)["state"] in ("done", "failed"), "training", 120)
     done = job_state(client, job_id)
     assert done["state"] == "done", done["error"]
     loras = client.get("/api/studio/loras").json()["loras"]
