@@ -42,12 +42,15 @@ EDIT_PIPELINES = (
 
 @dataclass(frozen=True)
 class EditSettings:
-    """How edits run: sampling ``steps``, the ``seed`` of the noise and the edit model's
-    ``loras`` (files and strengths)."""
+    """How edits run: sampling ``steps``, the ``seed`` of the noise, the edit model's
+    ``loras`` (files and strengths), and the output ``width``/``height`` (None: the
+    pipeline's own choice, for Qwen-Image-Edit about a megapixel at the input's aspect)."""
 
     steps: int = 30
     seed: int = 0
     loras: tuple[LoraSpec, ...] = ()
+    width: int | None = None
+    height: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "loras", tuple(self.loras))
@@ -181,12 +184,16 @@ def run_edit(
     import torch
 
     start = time.perf_counter()
+    size = {}
+    if settings.width is not None and settings.height is not None:
+        size = {"width": settings.width, "height": settings.height}
     result = pipe(
         prompt=instruction,
         image=image.convert("RGB"),
         num_inference_steps=settings.steps,
         generator=torch.Generator("cpu").manual_seed(settings.seed),
         output_type="pil",
+        **size,
     ).images[0]
     provenance = {
         "schema": 1,
