@@ -6,12 +6,6 @@ checkpoints are judged by edit probes of the source photos."""
 
 from __future__ import annotations
 
-import math
-
-import pytest
-
-from likeness.recipes import RecipeError
-from likeness.train.recipe import TrainRecipe
 from likeness.train.run import train_lora
 from tests.train.conftest import fast_recipe
 
