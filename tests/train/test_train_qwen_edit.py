@@ -22,3 +22,23 @@ def test_a_run_trains_on_the_edit_pairs_and_a_second_run_encodes_nothing(train_w
                             "texts_encoded": 4, "texts_cached": 0}  # fmt: skip
     again = train_lora(train_ws, recipe.with_overrides({"seed": 7}), device="cpu")
     assert again.cache["latents_encoded"] == 0 and again.cache["texts_encoded"] == 0
+
+
+def test_checkpoints_are_judged_by_edits_of_the_source_photos(train_ws, qwen_edit_model):
+    from tests.train.conftest import TINY_JUDGE
+
+    judge = {**TINY_JUDGE, "probes": ["half_left"], "seeds": [1]}
+    recipe = edit_recipe(qwen_edit_model, steps=2, checkpoint_every=2, judge=judge)
+    result = train_lora(train_ws, recipe, device="cpu")
+    (checkpoint,) = result.checkpoints
+    metrics = checkpoint["metrics"]
+    assert metrics["via"] == "in-memory" and metrics["probes"] == 1 and metrics["failed"] == 0
+    for key in ("match", "pass_rate", "grain", "plastic", "memorised", "objective"):
+        assert key in metrics
+    assert result.best is not None and result.best["step"] == 2
+    (probe,) = train_ws.db.execute("SELECT shot, prompt, image_sha FROM train_probes").fetchall()
+    assert probe["shot"] == "half_left" and probe["prompt"].startswith("turn the head halfway")
+    from PIL import Image
+
+    with Image.open(train_ws.blobs.path(probe["image_sha"])) as image:
+        assert image.size == (64, 64)  # the judge's width and height
