@@ -6,6 +6,12 @@ checkpoints are judged by edit probes of the source photos."""
 
 from __future__ import annotations
 
+import math
+
+import pytest
+
+from likeness.recipes import RecipeError
+from likeness.train.recipe import TrainRecipe
 from likeness.train.run import train_lora
 from tests.train.conftest import fast_recipe
 
@@ -42,3 +48,113 @@ def test_checkpoints_are_judged_by_edits_of_the_source_photos(train_ws, qwen_edi
 
     with Image.open(train_ws.blobs.path(probe["image_sha"])) as image:
         assert image.size == (64, 64)  # the judge's width and height
+
+
+RELOAD_TOLERANCE = 1e-5
+"""Largest absolute difference between the transformer's output with the saved file loaded by
+diffusers and with the trainer's in-memory peft layers (fp32 files, fp32 model)."""
+
+
+def _transformer_inputs(transformer):
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    hidden = torch.randn((1, 8, transformer.config.in_channels), generator=generator)
+    text = torch.randn((1, 5, transformer.config.joint_attention_dim), generator=generator)
+    return {
+        "hidden_states": hidden,
+        "encoder_hidden_states": text,
+        "timestep": torch.tensor([0.6]),
+        "img_shapes": [[(1, 2, 2), (1, 2, 2)]],
+        "return_dict": False,
+    }
+
+
+def test_the_file_has_comfyui_keys_from_the_modules_and_reloads_in_diffusers(
+    train_ws, qwen_edit_model
+):
+    import torch
+    from diffusers import QwenImageEditPipeline
+    from peft.tuners.lora import LoraLayer
+    from safetensors import safe_open
+
+    from likeness.engines.diffusers.edit import pipeline_overrides
+    from likeness.train import store
+    from likeness.train.loop import TrainHooks
+
+    seen = {}
+
+    def at_checkpoint(event):
+        denoiser = event.model.denoiser
+        seen["modules"] = {n for n, m in denoiser.named_modules() if isinstance(m, LoraLayer)}
+        seen["weights"] = set(denoiser.state_dict())
+        denoiser.eval()
+        with torch.no_grad():
+            seen[event.step] = denoiser(**_transformer_inputs(denoiser))[0]
+        return None
+
+    recipe = edit_recipe(qwen_edit_model, steps=12, checkpoint_every=4, learning_rate=5e-3)
+    result = train_lora(train_ws, recipe, device="cpu",
+                        hooks=TrainHooks(on_checkpoint=at_checkpoint))  # fmt: skip
+
+    # The loss on a fixed batch falls.
+    fixed = [c.fixed_loss for c in store.list_checkpoints(train_ws.db, result.run_id)]
+    assert all(math.isfinite(v) for v in fixed)
+    assert fixed[-1] < fixed[0], f"the fixed-batch loss did not fall: {fixed}"
+
+    # Keys: diffusion_model.<module path> of every LoRA layer the model holds, nothing else.
+    with safe_open(result.final_lora, framework="pt") as handle:
+        keys, metadata = set(handle.keys()), handle.metadata()
+        alphas = {float(handle.get_tensor(k)) for k in keys if k.endswith(".alpha")}
+    suffixes = (".lora_A.weight", ".lora_B.weight", ".alpha")
+    modules = {k.removeprefix("diffusion_model.").rsplit(".lora_", 1)[0].removesuffix(".alpha")
+               for k in keys}  # fmt: skip
+    assert all(k.startswith("diffusion_model.") and k.endswith(suffixes) for k in keys)
+    assert modules == seen["modules"] and len(keys) == 3 * len(modules)
+    # ComfyUI maps "diffusion_model.<path>" onto its weight "diffusion_model.<path>.weight":
+    # the base weight of every named module exists under that path.
+    for module in modules:
+        assert f"{module}.base_layer.weight" in seen["weights"]
+    assert alphas == {8.0}  # the trained alpha, not the rank (4)
+    assert metadata["likeness_family"] == "qwen_image_edit"
+    assert metadata["ss_network_dim"] == "4" and metadata["likeness_dataset"] == "edits@v1"
+    assert metadata["modelspec.architecture"] == "qwen-image-edit/lora"
+
+    # The file loads with diffusers' own loader and gives the in-memory model's output.
+    pipe = QwenImageEditPipeline.from_pretrained(
+        str(qwen_edit_model), local_files_only=True,
+        **pipeline_overrides(qwen_edit_model, "QwenImageEditPipeline"),
+    )  # fmt: skip
+    transformer = pipe.transformer.eval()
+    with torch.no_grad():
+        base = transformer(**_transformer_inputs(transformer))[0]
+        pipe.load_lora_weights(result.final_lora, adapter_name="trained")
+        loaded = transformer(**_transformer_inputs(transformer))[0]
+    expected = seen[12]
+    assert (loaded - base).abs().max() > 1e-3, "the LoRA changes the output"
+    assert torch.allclose(loaded, expected, atol=RELOAD_TOLERANCE, rtol=0)
+
+
+def test_family_defaults_and_refusals_name_the_field(qwen_edit_model):
+    recipe = TrainRecipe.from_dict(
+        {"model": str(qwen_edit_model), "family": "qwen_image_edit", "dataset": "edits@v1"}
+    )
+    assert (recipe.rank, recipe.alpha, recipe.learning_rate) == (16, 16.0, 1e-4)
+    assert (recipe.steps, recipe.warmup_steps, recipe.timestep_sampling) == (3000, 0, "sigmoid")
+    assert recipe.judge.probes == ("half_left", "smiling")
+    assert "attn.add_q_proj" in recipe.unet_targets()
+    assert not recipe.warnings()
+    overridden = TrainRecipe.from_dict({"family": "qwen_image_edit", "rank": 32,
+                                        "judge": {"seeds": [3]}})  # fmt: skip
+    assert overridden.rank == 32 and overridden.judge.probes == ("half_left", "smiling")
+    assert TrainRecipe.from_dict({"family": "sdxl"}).rank == 64  # others keep theirs
+    refused = {
+        "train_text_encoder": True,
+        "mixed_precision": "fp16",
+        "noise_offset": 0.03,
+        "sample_every": 100,
+    }
+    for field, value in refused.items():
+        with pytest.raises(RecipeError) as caught:
+            TrainRecipe.from_dict({"family": "qwen_image_edit", field: value})
+        assert caught.value.field == field and "\n" not in str(caught.value)
