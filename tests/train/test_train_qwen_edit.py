@@ -119,6 +119,16 @@ def test_the_file_has_comfyui_keys_from_the_modules_and_reloads_in_diffusers(
     assert metadata["likeness_family"] == "qwen_image_edit"
     assert metadata["ss_network_dim"] == "4" and metadata["likeness_dataset"] == "edits@v1"
     assert metadata["modelspec.architecture"] == "qwen-image-edit/lora"
+    from pathlib import Path
+
+    from likeness.store.loras import lora_by_sha256
+    from likeness.train.lora_files import guess_family, inspect_lora
+
+    info = inspect_lora(Path(result.final_lora))
+    assert (info.family, info.rank, info.alpha) == ("qwen_image_edit", 4, 8.0)
+    assert guess_family({k: {} for k in keys}, {}) == ("qwen_image_edit", "keys")
+    recorded = lora_by_sha256(train_ws.db, result.checkpoints[-1]["sha256"])
+    assert recorded is not None and recorded.family == "qwen_image_edit"
 
     # The file loads with diffusers' own loader and gives the in-memory model's output.
     pipe = QwenImageEditPipeline.from_pretrained(
@@ -158,3 +168,21 @@ def test_family_defaults_and_refusals_name_the_field(qwen_edit_model):
         with pytest.raises(RecipeError) as caught:
             TrainRecipe.from_dict({"family": "qwen_image_edit", field: value})
         assert caught.value.field == field and "\n" not in str(caught.value)
+
+
+def test_train_new_writes_the_edit_family_defaults(tmp_path):
+    from typer.testing import CliRunner
+
+    from likeness.cli.main import app
+
+    out = tmp_path / "angles.toml"
+    result = CliRunner().invoke(
+        app, ["train", "new", str(out), "--family", "qwen_image_edit", "--dataset", "edits@v1"]
+    )
+    assert result.exit_code == 0, result.output
+    recipe = TrainRecipe.from_toml_file(out)
+    assert (recipe.family, recipe.rank, recipe.alpha, recipe.steps) == (
+        "qwen_image_edit", 16, 16.0, 3000,
+    )  # fmt: skip
+    assert recipe.judge.probes == ("half_left", "smiling")
+    assert "qwen_image_edit" in CliRunner().invoke(app, ["train", "new", "--help"]).output
