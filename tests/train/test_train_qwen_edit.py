@@ -49,6 +49,14 @@ def test_checkpoints_are_judged_by_edits_of_the_source_photos(train_ws, qwen_edi
     with Image.open(train_ws.blobs.path(probe["image_sha"])) as image:
         assert image.size == (64, 64)  # the judge's width and height
 
+    # Other judge settings: the trained run is judged again, from its file this time.
+    rejudged = train_lora(
+        train_ws, recipe.with_overrides({"judge": {**judge, "strength": 0.5}}), device="cpu"
+    )
+    assert rejudged.already_trained
+    (checkpoint,) = rejudged.checkpoints
+    assert checkpoint["metrics"]["via"] == "file" and checkpoint["metrics"]["failed"] == 0
+
 
 RELOAD_TOLERANCE = 1e-5
 """Largest absolute difference between the transformer's output with the saved file loaded by
