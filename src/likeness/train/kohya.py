@@ -15,6 +15,12 @@ size. kohya's own FLUX layout fuses q/k/v into one module of rank 3r whose alpha
 divide by 3r, and diffusers reads it only for the full-size FLUX.1 widths; per-module names keep
 rank and alpha exactly as trained.
 
+Qwen-Image-Edit files (family ``qwen_image_edit``) name each module
+``diffusion_model.<diffusers module path>`` with ``.lora_A.weight`` / ``.lora_B.weight`` /
+``.alpha``: ComfyUI's Qwen-Image model keeps diffusers' module names and its LoRA loader maps
+``diffusion_model.<path>`` onto the weight ``diffusion_model.<path>.weight``; diffusers strips
+the prefix when it loads the file into the edit pipeline.
+
 Names are derived from the model's own modules (peft-wrapped layers found by walking it), mapped
 with :mod:`likeness.engines.diffusers.checkpoint`, never from a list. ``.alpha`` is the trained
 alpha, not the rank. Example::
