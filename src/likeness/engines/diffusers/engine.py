@@ -142,10 +142,9 @@ class DiffusersEngine:
         """Edit with ``model`` (a diffusers folder) and ``settings`` from the next
         :meth:`edit` on: a checkpoint judge switches the LoRA and its strength per probe. The
         loaded edit pipeline is kept when the model stays the same."""
-        if self._edit_model != model:
-            self._edit_pipe = None if not self._adopted else self._edit_pipe
-            if not self._adopted:
-                self._loras.clear()
+        if self._edit_model != model and not self._adopted:
+            self._edit_pipe = None  # its LoRAs go with it
+            self._loras.clear()
         self._edit_model = model
         self._edit_settings = settings
 
