@@ -6,6 +6,8 @@
 - Buckets (kohya's idea): sizes whose sides are multiples of ``bucket_step`` and whose area
   stays within ``resolution**2``; each image goes to the bucket nearest its aspect ratio, is
   resized to cover it and centre-cropped. A batch holds images of one bucket.
+- Edit pairs (family ``qwen_image_edit``, :func:`load_edit_items`): the target of each kept
+  edit is the item, its instruction the caption, its control image rides along.
 - The order is a pure function of (seed, epoch): the micro-batch at any step can be named
   without replaying the run, which is what makes a resumed run equal an uninterrupted one.
 """

@@ -5,6 +5,8 @@ ai-toolkit ship: rank 64 (rank 32 learned the body, not the face), bf16 with lr 
 200-step warmup (fp16 at lr 1e-4 gave NaN from step 1), AdamW, checkpoints every 250 steps,
 2,000 steps, caption dropout 0.05 (ai-toolkit), gradient checkpointing on (24 GB cards), and
 for FLUX kohya's recommended timestep sampling ``shift`` 3.1582 with training guidance 1.0.
+A ``qwen_image_edit`` recipe (an edit-model LoRA on edit pairs) takes ai-toolkit's
+Qwen-Image-Edit values instead where a field is not set (:func:`family_defaults`).
 :data:`FIELD_NOTES` says where each default comes from; ``likeness train new`` writes them
 as a commented file. Example::
 
@@ -512,7 +514,8 @@ FIELD_NOTES: dict[str, str] = {
     "train_text_encoder": "also train the CLIP text encoder(s) (never T5); text embeddings "
     "are then computed each step instead of cached",
     "lora_targets": "module-name suffixes that get a LoRA; empty: kohya's transformer-block "
-    "Linear layers (SDXL/SD1.5) or diffusers' FLUX attention + feed-forward list",
+    "Linear layers (SDXL/SD1.5), diffusers' FLUX attention + feed-forward list, or the "
+    "Qwen-Image blocks' attention and MLPs (qwen_image_edit)",
     "text_encoder_targets": "text-encoder modules; empty: attention and MLP (kohya)",
     "lora_dropout": "dropout on the LoRA path (kohya: off)",
     "learning_rate": "5e-5: bf16 at 5e-5 with warmup trained stably where 1e-4 diverged",
