@@ -10,6 +10,11 @@ copy of one workspace built per session from the sample face photos:
 - ``one@v1``: obama.jpg alone, for overfitting a single image.
 
 At 64 px with bucket_step 16 the buckets are 48x80, 64x64 and 80x48: every one is used.
+
+``edits@v1`` holds two kept edits (enriched images with their edit rows), so its edit pairs
+are (obama.jpg -> obama3.jpg, "make him smile") and (Tom Hanks -> Tom Hanks mirrored, "turn
+the head to the other side"): the data of a ``qwen_image_edit`` run. `qwen_edit_model` is a
+tiny random-weight Qwen-Image-Edit folder.
 """
 
 from __future__ import annotations
@@ -136,6 +141,7 @@ def template_ws(tmp_path_factory: pytest.TempPathFactory) -> TemplateWorkspace:
         create_version(ws.db, "faces", items, **version_fields)
         obama = next(sha for sha, name in names.items() if name == "obama.jpg")
         create_version(ws.db, "one", [DatasetItem(obama, CAPTIONS["obama.jpg"])], **version_fields)
+        _add_edit_pairs(ws, names, version_fields)
         dedup = ws.settings.dedup
         groups = find_workspace_duplicates(
             ws.db, dedup.phash_max_distance, dedup.dhash_max_distance
@@ -144,6 +150,50 @@ def template_ws(tmp_path_factory: pytest.TempPathFactory) -> TemplateWorkspace:
         excluded = {r[0] for r in ws.db.execute("SELECT sha256 FROM images WHERE excluded = 1")}
         assert excluded == {copy}, "dedup must set the copy aside, and only it"
     return TemplateWorkspace(root, names, copy)
+
+
+EDIT_PAIRS = (
+    ("obama.jpg", "obama3.jpg", "make him smile, same person"),
+    ("Tom_Hanks_54745.png", "mirror", "turn the head to the other side, same person"),
+)
+
+
+def _add_edit_pairs(ws: Workspace, names: dict[str, str], version_fields: dict) -> None:
+    """Store each target as an enriched image with the kept edit that made it, and cut
+    ``edits@v1`` from the targets."""
+    from likeness.curate.ingest import Ingester
+    from likeness.evaluate.enrich_store import EditRow, put_edit
+    from likeness.store.datasets import DatasetItem, create_version
+
+    by_name = {name: sha for sha, name in names.items()}
+    enriched = Ingester(ws, origin="enriched")
+    items = []
+    for index, (control, target, instruction) in enumerate(EDIT_PAIRS):
+        if target == "mirror":
+            buffer = io.BytesIO()
+            Image.open(FACES / control).convert("RGB").transpose(
+                Image.Transpose.FLIP_LEFT_RIGHT
+            ).save(buffer, format="PNG")
+            data, name = buffer.getvalue(), "mirrored.png"
+        else:
+            data, name = (FACES / target).read_bytes(), target
+        sha = enriched.ingest_bytes(data, name=name).sha256
+        put_edit(ws.db, EditRow(
+            key=f"edit-{index}", job_id=None, source_sha=by_name[control], angle=None,
+            expression=None, instruction=instruction, engine="test", model="photos", seed=1,
+            verdict="kept", reasons=(), result_sha=sha, image_sha=sha, score=None,
+            provenance={},
+        ))  # fmt: skip
+        items.append(DatasetItem(sha, instruction))
+    ws.db.commit()
+    create_version(ws.db, "edits", items, **version_fields)
+
+
+@pytest.fixture(scope="session")
+def qwen_edit_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from likeness.engines.diffusers.tiny import save_tiny_pipeline
+
+    return save_tiny_pipeline("qwen_image_edit", tmp_path_factory.mktemp("qwen") / "qwen-edit")
 
 
 @pytest.fixture

@@ -51,7 +51,8 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from likeness.cli.common import JSON_HELP, err, fail, open_workspace, out, print_json, resumable
-from likeness.recipes import FAMILIES, RecipeError
+from likeness.recipes import RecipeError
+from likeness.train.recipe import QWEN_EDIT, TRAIN_FAMILIES
 
 
 class _RunByDefault(TyperGroup):
@@ -307,7 +308,9 @@ def _train_hosted(
 def new(
     ctx: typer.Context,
     file: Annotated[Path, typer.Argument(help="The recipe file to write.")],
-    family: Annotated[str, typer.Option(help=f"Model family: {', '.join(FAMILIES)}.")] = "sdxl",
+    family: Annotated[
+        str, typer.Option(help=f"Model family: {', '.join(TRAIN_FAMILIES)}.")
+    ] = "sdxl",
     dataset: Annotated[
         str | None,
         typer.Option(help="Dataset version NAME@vN (default: the workspace's latest)."),
@@ -323,6 +326,10 @@ def new(
     version fill it in.
 
     Example: likeness train new mara-lora.toml --model models/bigLove_xl.safetensors
+
+    An edit-model LoRA on a version's edit pairs (family qwen_image_edit):
+    likeness train new angles.toml --family qwen_image_edit --model models/qwen-image-edit
+    --dataset mara-edits@v1
     """
     from likeness.train.recipe import TrainRecipe, write_example
 
@@ -336,7 +343,12 @@ def new(
         values["judge"] = {"width": 512, "height": 768}
     if family == "flux":
         values["judge"] = {"cfg": 3.5}  # FLUX's distilled guidance in practice
-    values.update(_workspace_defaults(ctx, dataset))
+    found = _workspace_defaults(ctx, dataset)
+    if family == QWEN_EDIT:
+        # The workspace's [training] values are for character LoRAs; an edit-model LoRA
+        # keeps its own defaults (ai-toolkit's Qwen-Image-Edit example).
+        found = {k: v for k, v in found.items() if k == "dataset"}
+    values.update(found)
     try:
         recipe = TrainRecipe.from_dict(values)
     except RecipeError as exc:

@@ -26,7 +26,7 @@ from likeness.store.db import transaction, utc_now
 
 LORA_SOURCES = ("trained", "added")
 """``trained``: written by ``likeness train``; ``added``: trained elsewhere, added by hand."""
-LORA_FAMILIES = ("sdxl", "sd15", "flux")
+LORA_FAMILIES = ("sdxl", "sd15", "flux", "qwen_image_edit")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _SHA_PREFIX = re.compile(r"^[0-9a-f]{8,64}$")
 

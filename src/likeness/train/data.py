@@ -6,6 +6,8 @@
 - Buckets (kohya's idea): sizes whose sides are multiples of ``bucket_step`` and whose area
   stays within ``resolution**2``; each image goes to the bucket nearest its aspect ratio, is
   resized to cover it and centre-cropped. A batch holds images of one bucket.
+- Edit pairs (family ``qwen_image_edit``, :func:`load_edit_items`): the target of each kept
+  edit is the item, its instruction the caption, its control image rides along.
 - The order is a pure function of (seed, epoch): the micro-batch at any step can be named
   without replaying the run, which is what makes a resumed run equal an uninterrupted one.
 """
@@ -16,11 +18,15 @@ import math
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from likeness.store.datasets import DatasetVersion, version_sha256
+
+if TYPE_CHECKING:
+    from likeness.workspace import Workspace
 
 Bucket = tuple[int, int]
 """(width, height) in pixels."""
@@ -36,6 +42,13 @@ class TrainItem:
     width: int
     height: int
     bucket: Bucket
+    control_sha256: str | None = None
+    """Edit pairs: the image the edit started from (the caption is then its instruction)."""
+
+    def text_key(self, caption: str) -> str:
+        """The key of this item's text embedding: the caption, and for an edit pair the
+        control image too (Qwen-Image-Edit's encoder reads the instruction with the image)."""
+        return caption if self.control_sha256 is None else f"{self.control_sha256}:{caption}"
 
 
 @dataclass(frozen=True)
@@ -106,6 +119,43 @@ def load_items(
         raise DataError(
             f"{version.ref} has no image left to train on ({len(skipped)} excluded as "
             "duplicates); make a new version with `likeness dataset create`"
+        )
+    return TrainData(tuple(items), tuple(skipped), version_sha256(version))
+
+
+def load_edit_items(ws: Workspace, version: DatasetVersion, buckets: Sequence[Bucket]) -> TrainData:
+    """The version's edit pairs (:func:`likeness.evaluate.edit_pairs.edit_pairs`) as items:
+    the target is trained on, its control conditions it, its instruction is the caption.
+    Pairs whose target is excluded now are left out and counted, as images are."""
+    from likeness.evaluate.edit_pairs import edit_pairs
+
+    pairs, _ = edit_pairs(ws, version)
+    items: list[TrainItem] = []
+    skipped: list[str] = []
+    for pair in pairs:
+        row = ws.db.execute(
+            "SELECT width, height, excluded FROM images WHERE sha256 = ?", (pair.target_sha,)
+        ).fetchone()
+        if (
+            row is None
+            or ws.db.execute(
+                "SELECT 1 FROM images WHERE sha256 = ?", (pair.control_sha,)
+            ).fetchone()
+            is None
+        ):
+            raise DataError(
+                f"an image of the pair {pair.stem} of {version.ref} is missing from the workspace"
+            )
+        if row["excluded"]:
+            skipped.append(pair.target_sha)
+            continue
+        bucket = nearest_bucket(row["width"], row["height"], buckets)
+        items.append(TrainItem(pair.target_sha, pair.instruction, row["width"], row["height"],
+                               bucket, control_sha256=pair.control_sha))  # fmt: skip
+    if not items:
+        raise DataError(
+            f"{version.ref} holds no edit pairs to train on; make a version of kept edits "
+            "(`likeness dataset create NAME --origin enriched`)"
         )
     return TrainData(tuple(items), tuple(skipped), version_sha256(version))
 

@@ -31,31 +31,37 @@ def cache_latents(
     vae_hash: str,
     progress: Progress | None = None,
 ) -> list[dict[str, Any]]:
-    """Per item: {"mean", "std"} of its VAE posterior, "original" (h, w), "crop" (top, left)."""
+    """Per item: {"mean", "std"} of its VAE posterior, "original" (h, w), "crop" (top, left);
+    an edit pair's item also "control_mean", its control image's latents in the same bucket."""
     import torch
 
     found: list[dict[str, Any]] = []
     for index, item in enumerate(data.items):
 
-        def encode(item=item) -> dict[str, Any]:
-            image = decode_image(
-                ws.blobs.read(item.sha256), max_pixels=ws.settings.ingest.max_pixels
-            ).image
-            cropped, top_left = crop_to_bucket(image, item.bucket)
+        def encode(sha: str = item.sha256, bucket: tuple[int, int] = item.bucket) -> dict[str, Any]:
+            image = decode_image(ws.blobs.read(sha), max_pixels=ws.settings.ingest.max_pixels).image
+            cropped, top_left = crop_to_bucket(image, bucket)
             pixels = torch.from_numpy(to_tensor_array(cropped))[None]
             posterior = objective.encode_image(pixels)
             return {**posterior, "crop": torch.tensor(top_left, dtype=torch.int64)}
 
         key = cache.latent_key(item.sha256, vae_hash, item.bucket)
         tensors = cache.get_or_make("latents", key, encode)
-        found.append(
-            {
-                "mean": tensors["mean"],
-                "std": tensors["std"],
-                "original": (item.height, item.width),
-                "crop": tuple(int(v) for v in tensors["crop"].tolist()),
-            }
-        )
+        entry = {
+            "mean": tensors["mean"],
+            "std": tensors["std"],
+            "original": (item.height, item.width),
+            "crop": tuple(int(v) for v in tensors["crop"].tolist()),
+        }
+        if item.control_sha256 is not None:
+            control_key = cache.latent_key(item.control_sha256, vae_hash, item.bucket)
+            control = cache.get_or_make(
+                "latents",
+                control_key,
+                lambda sha=item.control_sha256, b=item.bucket: encode(sha, b),
+            )
+            entry["control_mean"] = control["mean"]
+        found.append(entry)
         if progress is not None:
             progress("latents", index + 1, len(data.items))
     return found
@@ -87,4 +93,38 @@ def cache_texts(
         found[caption] = cache.get_or_make("text", key, encode)
         if progress is not None:
             progress("captions", index + 1, len(captions))
+    return found
+
+
+def cache_edit_texts(
+    ws: Workspace,
+    data: TrainData,
+    objective: Any,
+    cache: TrainCache,
+    text_hash: str,
+    family: str,
+) -> dict[str, dict[str, Any]]:
+    """Edit pairs: :meth:`TrainItem.text_key` -> the embeddings of the instruction (and of
+    the empty instruction, for caption dropout) read together with the pair's control image.
+    The cache key holds the control's sha256, so another pair with the same instruction and
+    another photo is encoded on its own."""
+    import torch
+
+    found: dict[str, dict[str, Any]] = {}
+    for item in data.items:
+        for caption in (item.caption, ""):
+            name = item.text_key(caption)
+            if name in found:
+                continue
+
+            def encode(caption: str = caption, sha: str = item.control_sha256 or "") -> dict:
+                control = decode_image(
+                    ws.blobs.read(sha), max_pixels=ws.settings.ingest.max_pixels
+                ).image
+                with torch.no_grad():
+                    embeds = objective.encode_edit_text([caption], control)
+                return {key: value[0] for key, value in embeds.items()}
+
+            key = cache.text_key(name, text_hash, family, 0)
+            found[name] = cache.get_or_make("text", key, encode)
     return found

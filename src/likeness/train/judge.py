@@ -48,6 +48,15 @@ from likeness.evaluate.card_spec import CardSpec, CardSpecError, Shot, load_card
 from likeness.evaluate.objective import Objective
 from likeness.recipes import LoraSpec, Recipe
 from likeness.train import store
+from likeness.train.edit_probes import (
+    EditProbe,
+    check_edit_probes,
+    edit_probe_plans,
+    edit_probes_hash,
+    edit_settings,
+    probe_sources,
+)
+from likeness.train.recipe import QWEN_EDIT
 
 if TYPE_CHECKING:
     from likeness.evaluate.scorer import WorkspaceScorer
@@ -190,10 +199,21 @@ class CheckpointJudge:
         self.ws = ws
         self.recipe = recipe
         self.version = version
-        self.spec = load_probe_spec(recipe)
-        self.hash = judge_hash(recipe, self.spec)
+        self.edit = recipe.family == QWEN_EDIT
+        """An edit model's checkpoints: probes are edits of source photos (edit_probes)."""
         self.objective = objective or Objective()
         self.references = reference_paths(ws, version)
+        if self.edit:
+            try:
+                check_edit_probes(recipe.judge.probes)
+            except ValueError as exc:
+                raise JudgeError(str(exc)) from None
+            self.spec = None
+            self.hash = edit_probes_hash(recipe)
+            self.sources = probe_sources(ws, version, self.references)
+        else:
+            self.spec = load_probe_spec(recipe)
+            self.hash = judge_hash(recipe, self.spec)
         """The photos probes are scored against; empty: nothing can be judged (a warning)."""
         self.say = notify or (lambda _line: None)
         self._instruments = instruments
@@ -236,19 +256,24 @@ class CheckpointJudge:
         mark the run's best checkpoint. ``lora`` names the checkpoint as the engine reaches
         it (default: its file); ``overrides`` change the probe recipe (a hosted model)."""
         began = time.perf_counter()
-        plans = self.plans(lora or checkpoint.path, overrides)
-        engine.check(plans[0].recipe)
-        # 1. Render what is missing.
         made = {
             (p.shot, p.seed): p
             for p in store.list_probes(self.ws.db, checkpoint.id, self.hash)
             if p.image_sha is not None
         }
+        # 1. Render what is missing.
         try:
-            for plan in plans:
-                if (plan.shot.id, plan.seed) in made:
-                    continue
-                self._render(checkpoint, plan, engine)
+            if self.edit:
+                for probe in edit_probe_plans(self.recipe, self.sources):
+                    if (probe.id, probe.seed) not in made:
+                        self._render_edit(checkpoint, probe, engine, lora or checkpoint.path)
+            else:
+                plans = self.plans(lora or checkpoint.path, overrides)
+                engine.check(plans[0].recipe)
+                for plan in plans:
+                    if (plan.shot.id, plan.seed) in made:
+                        continue
+                    self._render(checkpoint, plan, engine)
         finally:
             drop = getattr(engine, "drop_loras", None)
             if drop is not None:  # a checkpoint loaded from its file: unload it
@@ -278,12 +303,17 @@ class CheckpointJudge:
     ) -> dict[str, Any]:
         """Judge the checkpoint the trainer's in-memory LoRA holds, with its own pipeline
         (``engine``: a :class:`~likeness.engines.diffusers.DiffusersEngine` to lend it to)."""
-        engine.use_pipeline(
-            model.pipe,
-            self.recipe.model,
-            self.recipe.family,
-            loras={checkpoint.sha256: TRAINER_ADAPTER},
-        )
+        if self.edit:
+            engine.use_edit_pipeline(
+                model.pipe, self.recipe.model, loras={checkpoint.sha256: TRAINER_ADAPTER}
+            )
+        else:
+            engine.use_pipeline(
+                model.pipe,
+                self.recipe.model,
+                self.recipe.family,
+                loras={checkpoint.sha256: TRAINER_ADAPTER},
+            )
         with trainer_pipeline(model):
             return self.judge(checkpoint, engine, via="in-memory")
 
@@ -292,7 +322,7 @@ class CheckpointJudge:
     ) -> dict[str, Any]:
         """The checkpoint the trainer holds in memory: with its pipeline when ``engine`` is a
         diffusers engine to lend it to, else (a hosted or test engine) through ``engine``."""
-        if hasattr(engine, "use_pipeline"):
+        if hasattr(engine, "use_edit_pipeline" if self.edit else "use_pipeline"):
             return self.judge_in_memory(checkpoint, model, engine)
         return self.judge(checkpoint, engine, via=engine.name)
 
@@ -314,6 +344,34 @@ class CheckpointJudge:
         store.put_probe(
             self.ws.db, checkpoint_id=checkpoint.id, judge_hash=self.hash, shot=plan.shot.id,
             seed=plan.seed, prompt=prompt, image_sha=sha, generation=image.provenance,
+        )  # fmt: skip
+
+    def _render_edit(
+        self, checkpoint: store.Checkpoint, probe: EditProbe, engine: Any, lora: str
+    ) -> None:
+        """One edit probe: the source photo, the instruction, the checkpoint's LoRA (set on
+        a diffusers engine; another engine edits as it is configured)."""
+        from likeness.imaging import open_image
+
+        set_edit = getattr(engine, "set_edit", None)
+        if set_edit is not None:
+            set_edit(self.recipe.model, edit_settings(self.recipe, lora, probe.seed))
+        try:
+            photo = open_image(probe.source).image
+            image = engine.edit(photo, probe.instruction)
+        except (EngineError, EngineCannotHonour, NotImplementedError) as exc:
+            store.put_probe(
+                self.ws.db, checkpoint_id=checkpoint.id, judge_hash=self.hash, shot=probe.id,
+                seed=probe.seed, prompt=probe.instruction, image_sha=None, generation={},
+                error=f"{type(exc).__name__}: {exc}",
+            )  # fmt: skip
+            self.say(f"warning: probe {probe.id} seed {probe.seed} failed: {exc}")
+            return
+        sha = self.ws.blobs.put_bytes(image.png)
+        store.put_probe(
+            self.ws.db, checkpoint_id=checkpoint.id, judge_hash=self.hash, shot=probe.id,
+            seed=probe.seed, prompt=probe.instruction, image_sha=sha,
+            generation={**image.provenance, "source": probe.source.name},
         )  # fmt: skip
 
     def _score(self, checkpoint: store.Checkpoint, probes: Sequence[store.Probe]) -> None:

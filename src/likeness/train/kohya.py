@@ -15,6 +15,12 @@ size. kohya's own FLUX layout fuses q/k/v into one module of rank 3r whose alpha
 divide by 3r, and diffusers reads it only for the full-size FLUX.1 widths; per-module names keep
 rank and alpha exactly as trained.
 
+Qwen-Image-Edit files (family ``qwen_image_edit``) name each module
+``diffusion_model.<diffusers module path>`` with ``.lora_A.weight`` / ``.lora_B.weight`` /
+``.alpha``: ComfyUI's Qwen-Image model keeps diffusers' module names and its LoRA loader maps
+``diffusion_model.<path>`` onto the weight ``diffusion_model.<path>.weight``; diffusers strips
+the prefix when it loads the file into the edit pipeline.
+
 Names are derived from the model's own modules (peft-wrapped layers found by walking it), mapped
 with :mod:`likeness.engines.diffusers.checkpoint`, never from a list. ``.alpha`` is the trained
 alpha, not the rank. Example::
@@ -44,27 +50,42 @@ from typing import Any
 
 from likeness.engines.diffusers.checkpoint import flux_module_to_original, unet_module_to_original
 
-FAMILIES = ("sdxl", "sd15", "flux")
+FAMILIES = ("sdxl", "sd15", "flux", "qwen_image_edit")
 # Per family: component -> key prefix. FLUX keys keep diffusers' dotted module names.
 COMPONENT_PREFIXES = {
     "sdxl": {"unet": "lora_unet_", "text_encoder": "lora_te1_", "text_encoder_2": "lora_te2_"},
     "sd15": {"unet": "lora_unet_", "text_encoder": "lora_te_"},
     "flux": {"transformer": "transformer.", "text_encoder": "text_encoder."},
+    # ComfyUI maps Qwen-Image LoRA names onto its diffusion_model.<module>.weight keys (the
+    # model keeps diffusers' module names); diffusers strips the prefix when loading.
+    "qwen_image_edit": {"transformer": "diffusion_model."},
 }
-BASE_MODEL_VERSIONS = {"sdxl": "sdxl_base_v1-0", "sd15": "sd_v1", "flux": "flux1"}
+BASE_MODEL_VERSIONS = {
+    "sdxl": "sdxl_base_v1-0",
+    "sd15": "sd_v1",
+    "flux": "flux1",
+    "qwen_image_edit": "qwen_image_edit",
+}
 MODELSPEC_ARCHITECTURES = {
     "sdxl": "stable-diffusion-xl-v1-base/lora",
     "sd15": "stable-diffusion-v1/lora",
     "flux": "flux-1-dev/lora",
+    "qwen_image_edit": "qwen-image-edit/lora",
 }
 MODELSPEC_IMPLEMENTATIONS = {
     "sdxl": "https://github.com/Stability-AI/generative-models",
     "sd15": "diffusers",
     "flux": "diffusers",
+    "qwen_image_edit": "diffusers",
 }
 # Text-encoder modules ComfyUI maps (its LORA_CLIP_MAP): attention projections and the MLP.
 _CLIP_MODULE = re.compile(
     r"text_model\.encoder\.layers\.\d+\.(?:self_attn\.(?:q|k|v|out)_proj|mlp\.fc[12])"
+)
+# Qwen-Image modules a LoRA may name: any Linear inside a double-stream block, or the model's
+# input/output projections (all keep their diffusers names in ComfyUI's Qwen-Image model).
+_QWEN_MODULE = re.compile(
+    r"transformer_blocks\.\d+\.[A-Za-z0-9_.]+|img_in|txt_in|proj_out|norm_out\.linear"
 )
 _KOHYA_SUFFIXES = (".lora_down.weight", ".lora_up.weight", ".alpha")
 _PEFT_SUFFIXES = (".lora_A.weight", ".lora_B.weight", ".alpha")
@@ -139,6 +160,13 @@ def kohya_module_name(family: str, component: str, module: str, model: Any) -> s
         }
         original = unet_module_to_original(module, model.config.layers_per_block, up_attention)
         return prefix + original.replace(".", "_")
+    if family == "qwen_image_edit":
+        if not _QWEN_MODULE.fullmatch(module):
+            raise ValueError(
+                f"transformer: a LoRA on {module!r} is outside the transformer blocks ComfyUI "
+                "maps for Qwen-Image; target the blocks' attention and MLP layers"
+            )
+        return prefix + module
     if component == "transformer":
         try:
             flux_module_to_original(module)
@@ -170,7 +198,8 @@ def lora_state_dict(
     out: dict[str, Any] = {}
     for component, model in components.items():
         _prefix(family, component)
-        down_key, up_key, alpha_key = _PEFT_SUFFIXES if family == "flux" else _KOHYA_SUFFIXES
+        peft_names = family in ("flux", "qwen_image_edit")
+        down_key, up_key, alpha_key = _PEFT_SUFFIXES if peft_names else _KOHYA_SUFFIXES
         for layer in peft_lora_layers(model, adapter):
             base = kohya_module_name(family, component, layer.module, model)
             if base + alpha_key in out:

@@ -105,6 +105,21 @@ class Diverged(RuntimeError):
         )
 
 
+def _stack_padded(rows: list[Any]) -> Any:
+    """Stack per-item tensors; sequences of different lengths (Qwen-Image-Edit's instruction
+    embeddings and their masks) are padded with zeros to the longest, as the pipeline pads."""
+    import torch
+
+    longest = max(int(r.shape[0]) for r in rows)
+    if all(int(r.shape[0]) == longest for r in rows) or rows[0].dim() == 0:
+        return torch.stack(rows)
+    padded = []
+    for row in rows:
+        pad = row.new_zeros((longest - row.shape[0], *row.shape[1:]))
+        padded.append(torch.cat([row, pad]))
+    return torch.stack(padded)
+
+
 def step_seed(seed: int, *parts: Any) -> int:
     """A 63-bit seed for one random stream of the run (``step_seed(42, "noise", 17)``)."""
     blob = ":".join(str(p) for p in (seed, *parts)).encode()
@@ -223,11 +238,15 @@ class Trainer:
         captions = [it.caption if k else "" for it, k in zip(items, keep, strict=True)]
         text = None
         if self.texts is not None:
-            rows = [self.texts[c] for c in captions]
-            text = {name: torch.stack([r[name] for r in rows]) for name in rows[0]}
+            rows = [self.texts[it.text_key(c)] for it, c in zip(items, captions, strict=True)]
+            text = {name: _stack_padded([r[name] for r in rows]) for name in rows[0]}
         cached = [self.latents[i] for i in members]
         width, height = items[0].bucket
+        control = None
+        if "control_mean" in cached[0]:
+            control = torch.stack([c["control_mean"] for c in cached])
         return Batch(
+            control_mean=control,
             latent_mean=torch.stack([c["mean"] for c in cached]),
             latent_std=torch.stack([c["std"] for c in cached]),
             text=text,

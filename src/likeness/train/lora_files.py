@@ -37,11 +37,17 @@ from likeness.train.export_config import lineage_from_metadata
 from likeness.workspace import Workspace
 
 LORAS_DIR = "loras"
-_FAMILY_BY_VERSION = (("sdxl", "sdxl"), ("sd_v1", "sd15"), ("flux", "flux"))
+_FAMILY_BY_VERSION = (
+    ("sdxl", "sdxl"),
+    ("sd_v1", "sd15"),
+    ("flux", "flux"),
+    ("qwen_image_edit", "qwen_image_edit"),
+)
 _FAMILY_BY_ARCH = (
     ("stable-diffusion-xl", "sdxl"),
     ("stable-diffusion-v1", "sd15"),
     ("flux", "flux"),
+    ("qwen-image-edit", "qwen_image_edit"),
 )
 _DOWN = (".lora_down.weight", ".lora_A.weight", ".lora.down.weight", "_lora.down.weight")
 _CROSS_ATTENTION_WIDTH = {768: "sd15", 2048: "sdxl"}
@@ -56,7 +62,8 @@ class LoraFileInfo:
     path: Path
     format: str
     family: str | None
-    """``sdxl``, ``sd15`` or ``flux``; None when neither metadata nor keys tell."""
+    """``sdxl``, ``sd15``, ``flux`` or ``qwen_image_edit``; None when neither metadata nor
+    keys tell."""
     family_from: str
     """Where the family was read: ``metadata``, ``keys`` or ``unknown``."""
     rank: int
@@ -141,6 +148,10 @@ def guess_family(header: dict[str, Any], metadata: dict[str, str]) -> tuple[str 
     flux_marks = ("double_blocks", "single_blocks", "single_transformer_blocks", "x_embedder")
     if any(mark in k for k in keys for mark in flux_marks):
         return "flux", "keys"
+    # Qwen-Image's double-stream blocks (img_mlp/txt_mlp); the only Qwen family recorded here
+    # is the edit model, so a Qwen-Image LoRA without metadata is taken for one.
+    if any(".img_mlp." in k or ".txt_mlp." in k or "_img_mlp_" in k for k in keys):
+        return "qwen_image_edit", "keys"
     if any(k.startswith(("lora_te2_", "text_encoder_2.")) for k in keys):
         return "sdxl", "keys"
     for key in keys:

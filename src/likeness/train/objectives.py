@@ -49,9 +49,16 @@ class Batch:
     """(height, width) of the bucket, in pixels."""
     images: list[str]
     """sha256 of each image."""
+    control_mean: torch.Tensor | None = None
+    """Edit pairs: the control images' latents (the posterior mean, as the edit pipeline
+    encodes its input image)."""
 
 
-def make_objective(model: TrainModel, recipe: TrainRecipe) -> UNetObjective | FluxObjective:
+def make_objective(model: TrainModel, recipe: TrainRecipe) -> Any:
+    if model.family == "qwen_image_edit":
+        from likeness.train.edit_objective import QwenEditObjective
+
+        return QwenEditObjective(model, recipe)
     return FluxObjective(model, recipe) if model.family == "flux" else UNetObjective(model, recipe)
 
 

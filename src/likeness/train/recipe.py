@@ -5,6 +5,8 @@ ai-toolkit ship: rank 64 (rank 32 learned the body, not the face), bf16 with lr 
 200-step warmup (fp16 at lr 1e-4 gave NaN from step 1), AdamW, checkpoints every 250 steps,
 2,000 steps, caption dropout 0.05 (ai-toolkit), gradient checkpointing on (24 GB cards), and
 for FLUX kohya's recommended timestep sampling ``shift`` 3.1582 with training guidance 1.0.
+A ``qwen_image_edit`` recipe (an edit-model LoRA on edit pairs) takes ai-toolkit's
+Qwen-Image-Edit values instead where a field is not set (:func:`family_defaults`).
 :data:`FIELD_NOTES` says where each default comes from; ``likeness train new`` writes them
 as a commented file. Example::
 
@@ -44,6 +46,10 @@ SAVE_PRECISIONS = ("fp16", "bf16", "fp32")
 OPTIMIZERS = ("adamw", "adamw8bit")
 LR_SCHEDULES = ("constant", "cosine", "linear")
 TIMESTEP_SAMPLINGS = ("uniform", "sigmoid", "shift", "flux_shift")
+QWEN_EDIT = "qwen_image_edit"
+TRAIN_FAMILIES = (*FAMILIES, QWEN_EDIT)
+"""What ``likeness train`` trains: the generation families plus the Qwen-Image-Edit model,
+trained on a dataset version's edit pairs (:mod:`likeness.evaluate.edit_pairs`)."""
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 # Default LoRA target modules (module-name suffixes, as peft matches them).
@@ -73,6 +79,22 @@ FLUX_TARGETS = (
     "ff_context.net.0.proj",
     "ff_context.net.2",
 )
+QWEN_EDIT_TARGETS = (
+    # Every Linear of the double-stream blocks' attention and feed-forward, image and text
+    # streams (the modulation layers are left frozen).
+    "attn.to_q",
+    "attn.to_k",
+    "attn.to_v",
+    "attn.to_out.0",
+    "attn.add_q_proj",
+    "attn.add_k_proj",
+    "attn.add_v_proj",
+    "attn.to_add_out",
+    "img_mlp.net.0.proj",
+    "img_mlp.net.2",
+    "txt_mlp.net.0.proj",
+    "txt_mlp.net.2",
+)
 TEXT_ENCODER_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
 DEFAULT_SAMPLE_PROMPTS = (
     "{trigger} portrait photo of a {class_word}, looking at the camera, studio light",
@@ -82,6 +104,28 @@ DEFAULT_SAMPLE_PROMPTS = (
 # Probe shots of the shipped card judged at every checkpoint: front neutral, a half angle,
 # smiling and a body shot (the card's ids, `likeness/data/card/card.toml`).
 DEFAULT_PROBES = ("front_neutral", "half_left_neutral", "front_smiling", "standing")
+# Probes of an edit model: instructions applied to the dataset's source photos
+# (:data:`likeness.train.judge.EDIT_PROBES` holds their texts).
+DEFAULT_EDIT_PROBES = ("half_left", "smiling")
+
+
+def family_defaults(family: str) -> dict[str, Any]:
+    """Fields whose default depends on the family: a Qwen-Image-Edit LoRA takes ai-toolkit's
+    ``train_lora_qwen_image_edit_32gb.yaml`` values (rank 16, alpha 16, lr 1e-4, no warmup,
+    3000 steps, its "weighted" timesteps: a logit-normal draw centred on the middle noise
+    levels, here ``sigmoid``) and edit probes; other families take the dataclass defaults."""
+    if family != QWEN_EDIT:
+        return {}
+    return {
+        "rank": 16,
+        "alpha": 16.0,
+        "learning_rate": 1e-4,
+        "warmup_steps": 0,
+        "steps": 3000,
+        "timestep_sampling": "sigmoid",
+        "judge": {"probes": list(DEFAULT_EDIT_PROBES), "cfg": 1.0, "width": 1024, "height": 1024},
+    }
+
 
 FP16_WARNING = (
     "mixed_precision = 'fp16' on {family}: in practice fp16 gave a NaN loss from step 1 at "
@@ -188,7 +232,12 @@ class TrainRecipe:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainRecipe:
-        """Build and validate from plain data; missing fields take their defaults."""
+        """Build and validate from plain data; missing fields take their defaults (the
+        family's, :func:`family_defaults`, before the dataclass's)."""
+        defaults = family_defaults(str(data.get("family", "")))
+        if defaults:
+            judge = {**defaults.pop("judge"), **dict(data.get("judge") or {})}
+            data = {**defaults, **data, "judge": judge}
         return _build(cls, data, "")
 
     def to_toml(self) -> str:
@@ -256,6 +305,8 @@ class TrainRecipe:
     def unet_targets(self) -> tuple[str, ...]:
         if self.lora_targets:
             return self.lora_targets
+        if self.family == QWEN_EDIT:
+            return QWEN_EDIT_TARGETS
         return FLUX_TARGETS if self.family == "flux" else UNET_TARGETS
 
     def te_targets(self) -> tuple[str, ...]:
@@ -282,7 +333,7 @@ class TrainRecipe:
         found = []
         if self.mixed_precision == "fp16":
             found.append(FP16_WARNING.format(family=self.family))
-        if self.rank < 64:
+        if self.rank < 64 and self.family != QWEN_EDIT:
             found.append(
                 f"rank = {self.rank}: rank 32 learned the body but not the face in practice; "
                 "64 is recommended for faces"
@@ -292,7 +343,7 @@ class TrainRecipe:
 
 def validate(recipe: TrainRecipe) -> None:
     """Raise :class:`RecipeError` for the first field that cannot be used."""
-    _choice("family", recipe.family, FAMILIES)
+    _choice("family", recipe.family, TRAIN_FAMILIES)
     if recipe.dataset.strip():
         try:
             _, version = parse_ref(recipe.dataset)
@@ -388,6 +439,37 @@ def validate(recipe: TrainRecipe) -> None:
     _int_range("sample_steps", recipe.sample_steps, 1, 1000)
     _float_range("sample_cfg", recipe.sample_cfg, 0.0, 100.0)
     validate_judge(recipe.judge)
+    if recipe.family == QWEN_EDIT:
+        validate_edit_family(recipe)
+
+
+def validate_edit_family(recipe: TrainRecipe) -> None:
+    """What a Qwen-Image-Edit LoRA run cannot do, refused naming the field."""
+    if recipe.train_text_encoder:
+        raise RecipeError(
+            "train_text_encoder", True, "is refused for qwen_image_edit (its Qwen2.5-VL encoder "
+            "stays frozen, as ai-toolkit keeps it); set false",
+        )  # fmt: skip
+    if recipe.mixed_precision == "fp16":
+        raise RecipeError(
+            "mixed_precision", "fp16", "is refused for qwen_image_edit (it is trained and run in "
+            "bf16; fp16 overflows); use bf16",
+        )  # fmt: skip
+    if recipe.noise_offset:
+        raise RecipeError(
+            "noise_offset", recipe.noise_offset, "applies to sdxl and sd15; set 0 for "
+            "qwen_image_edit",
+        )  # fmt: skip
+    if recipe.sample_every:
+        raise RecipeError(
+            "sample_every", recipe.sample_every, "renders text-to-image samples; a "
+            "qwen_image_edit run shows its checkpoints through the judge's edit probes; set 0",
+        )  # fmt: skip
+    if recipe.bucket_step % 16:
+        raise RecipeError(
+            "bucket_step", recipe.bucket_step, "must be a multiple of 16 for qwen_image_edit "
+            "(8x VAE, latents packed 2x2)",
+        )  # fmt: skip
 
 
 def validate_judge(judge: JudgeSettings) -> None:
@@ -420,7 +502,8 @@ def validate_judge(judge: JudgeSettings) -> None:
 FIELD_NOTES: dict[str, str] = {
     "model": "base model: a single-file .safetensors checkpoint or a diffusers folder "
     "(FLUX: a diffusers folder)",
-    "family": "sdxl | flux | sd15",
+    "family": "sdxl | flux | sd15 | qwen_image_edit (an edit-model LoRA trained on the "
+    "dataset version's edit pairs; its defaults follow ai-toolkit's Qwen-Image-Edit example)",
     "dataset": "the dataset version to train on (NAME@vN); its stored captions are used as "
     "they are, excluded duplicates are left out",
     "name": "output name of the LoRA files; empty: <dataset>-v<N>",
@@ -431,7 +514,8 @@ FIELD_NOTES: dict[str, str] = {
     "train_text_encoder": "also train the CLIP text encoder(s) (never T5); text embeddings "
     "are then computed each step instead of cached",
     "lora_targets": "module-name suffixes that get a LoRA; empty: kohya's transformer-block "
-    "Linear layers (SDXL/SD1.5) or diffusers' FLUX attention + feed-forward list",
+    "Linear layers (SDXL/SD1.5), diffusers' FLUX attention + feed-forward list, or the "
+    "Qwen-Image blocks' attention and MLPs (qwen_image_edit)",
     "text_encoder_targets": "text-encoder modules; empty: attention and MLP (kohya)",
     "lora_dropout": "dropout on the LoRA path (kohya: off)",
     "learning_rate": "5e-5: bf16 at 5e-5 with warmup trained stably where 1e-4 diverged",
@@ -475,7 +559,8 @@ FIELD_NOTES: dict[str, str] = {
 JUDGE_NOTES: dict[str, str] = {
     "enabled": "judge every checkpoint (off: checkpoints are only files)",
     "probes": "card shot ids (likeness/data/card/card.toml, or `spec`): front, half angle, "
-    "smiling, body",
+    "smiling, body; qwen_image_edit: edit probes (half_left, smiling, ...) run on the source "
+    "photos",
     "seeds": "fixed seeds: every checkpoint renders the same probes",
     "steps": "sampling steps of a probe",
     "cfg": "CFG of a probe (FLUX: its distilled guidance, 3.5 in practice)",

@@ -41,10 +41,10 @@ from likeness.recipes import RecipeError
 from likeness.store.datasets import DatasetError, resolve
 from likeness.train import store
 from likeness.train.cache import TrainCache
-from likeness.train.data import DataError, DataOrder, load_items, make_buckets
+from likeness.train.data import DataError, DataOrder, load_edit_items, load_items, make_buckets
 from likeness.train.judge import CheckpointJudge, JudgeError
 from likeness.train.loop import Diverged, SaveLora, Trainer, TrainHooks
-from likeness.train.recipe import TrainRecipe
+from likeness.train.recipe import QWEN_EDIT, TrainRecipe
 from likeness.train.runs import best_dict, checkpoint_dicts
 from likeness.train.setup import resolve_base_model
 from likeness.workspace import Workspace, check_trigger
@@ -124,11 +124,11 @@ def train_lora(
         recipe.require_inputs()
         version = resolve(ws.db, recipe.dataset)
         source = resolve_base_model(recipe, allow_pickle=allow_pickle)
-        data = load_items(
-            ws.db,
-            version,
-            make_buckets(recipe.resolution, recipe.bucket_step, enabled=recipe.aspect_buckets),
-        )
+        buckets = make_buckets(recipe.resolution, recipe.bucket_step, enabled=recipe.aspect_buckets)
+        if recipe.family == QWEN_EDIT:
+            data = load_edit_items(ws, version, buckets)
+        else:
+            data = load_items(ws.db, version, buckets)
         if device is not None and device.startswith("cuda:") and device != "cuda:0":
             raise ValueError(
                 f"device: {device!r}: train on another GPU with CUDA_VISIBLE_DEVICES and 'cuda'"
@@ -323,7 +323,15 @@ def _train(
         for p in (recipe.sample_prompts if recipe.sample_every else ())
     ]
     captions = data.captions()
-    if model.text_encoders and "text_encoder" not in model.trained:
+    if recipe.family == QWEN_EDIT:
+        from likeness.train.encode import cache_edit_texts
+
+        edit_parts = ["text_encoder", "tokenizer", "processor"]
+        edit_hash = store.component_hash(ws.db, recipe.model, edit_parts)
+        train_texts = cache_edit_texts(ws, data, objective, cache, edit_hash, recipe.family)
+        texts = {}
+        model.offload_text_encoders()
+    elif model.text_encoders and "text_encoder" not in model.trained:
         texts = cache_texts(
             [*captions, *sample_prompts], objective, cache, text_hash, recipe.family, length
         )
@@ -376,7 +384,7 @@ def _train(
         ),
         hooks=_with_judge(_with_job(hooks, job), judge, probe_engine, say),
         sample_prompts=sample_prompts,
-        sample_texts=[texts[p] for p in sample_prompts] + [texts[""]],
+        sample_texts=[texts[p] for p in sample_prompts] + ([texts[""]] if texts else []),
         register_lora=register_lora or _default_register(),
     )
     saved = resume.load_state(trainer.state_path())

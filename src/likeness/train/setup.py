@@ -25,7 +25,12 @@ from likeness.train.recipe import TrainRecipe
 
 WEIGHT_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "no": "float32"}
 # Components a kohya file can carry, by the names save_kohya_lora takes.
-DENOISERS = {"sdxl": "unet", "sd15": "unet", "flux": "transformer"}
+DENOISERS = {
+    "sdxl": "unet",
+    "sd15": "unet",
+    "flux": "transformer",
+    "qwen_image_edit": "transformer",
+}
 
 
 @dataclass

@@ -45,6 +45,7 @@ from likeness.engines.diffusers.edit import (
     check_edit_model,
     edit_lora_info,
     edit_model_info,
+    pipeline_overrides,
     run_edit,
 )
 from likeness.engines.diffusers.loading import (
@@ -134,8 +135,36 @@ class DiffusersEngine:
 
     def drop_loras(self) -> None:
         """Unload the LoRA files loaded so far, keeping the base model (and any adapters of a
-        pipeline lent by :meth:`use_pipeline`)."""
-        self._loras.drop(self._pipe)
+        pipeline lent by :meth:`use_pipeline` or :meth:`use_edit_pipeline`)."""
+        self._loras.drop(self._edit_pipe if self._edit_pipe is not None else self._pipe)
+
+    def set_edit(self, model: str, settings: EditSettings) -> None:
+        """Edit with ``model`` (a diffusers folder) and ``settings`` from the next
+        :meth:`edit` on: a checkpoint judge switches the LoRA and its strength per probe. The
+        loaded edit pipeline is kept when the model stays the same."""
+        if self._edit_model != model and not self._adopted:
+            self._edit_pipe = None  # its LoRAs go with it
+            self._loras.clear()
+        self._edit_model = model
+        self._edit_settings = settings
+
+    def use_edit_pipeline(
+        self, pipe: Any, model: str, *, loras: Mapping[str, str] | None = None
+    ) -> None:
+        """Edit with ``pipe``, an edit pipeline the caller loaded (the trainer's, its LoRA
+        layers holding a checkpoint), as the edit model ``model``; ``loras`` maps a LoRA
+        file's sha256 to the adapter in ``pipe`` with the same weights (see
+        :meth:`use_pipeline`)."""
+        check_edit_model(model, allow_pickle=self.allow_pickle)
+        if self._edit_pipe is not pipe:
+            self.release()
+            self._edit_pipe = pipe
+            self._edit_model = model
+            denoiser = getattr(pipe, "unet", None) or pipe.transformer
+            self._key = (None, str(pipe.device), str(denoiser.dtype), None)
+            self._adopted = True
+        for sha, adapter in (loras or {}).items():
+            self._loras.adopt(sha, adapter)
 
     # -- protocol -----------------------------------------------------------------------
     def check(self, recipe: Recipe) -> None:
@@ -234,8 +263,12 @@ class DiffusersEngine:
             device = choose_device(self._device_pref)
             dtype = choose_dtype(device, self._dtype_pref)
             folder = str(Path(self._edit_model).expanduser())
+            class_name = check_edit_model(folder, allow_pickle=self.allow_pickle)
             with quiet_loading():
-                pipe = DiffusionPipeline.from_pretrained(folder, dtype=dtype, local_files_only=True)
+                pipe = DiffusionPipeline.from_pretrained(
+                    folder, dtype=dtype, local_files_only=True,
+                    **pipeline_overrides(folder, class_name),
+                )  # fmt: skip
             pipe.to(device)
             pipe.set_progress_bar_config(disable=True)
             self._edit_pipe = pipe

@@ -24,6 +24,7 @@ PIPELINE_CLASSES = {
     "sdxl": "StableDiffusionXLPipeline",
     "sd15": "StableDiffusionPipeline",
     "flux": "FluxPipeline",
+    "qwen_image_edit": "QwenImageEditPipeline",
 }
 
 
@@ -86,9 +87,9 @@ def resolve_model(model: str, family: str, *, allow_pickle: bool = False) -> Mod
         raise EngineCannotHonour(
             "model", model, "is not a .safetensors checkpoint or a diffusers folder"
         )
-    if family == "flux":
+    if family in ("flux", "qwen_image_edit"):
         raise EngineCannotHonour(
-            "model", model, "is a single file; FLUX loads from a diffusers folder here"
+            "model", model, f"is a single file; {family} loads from a diffusers folder here"
         )
     config_folder(family)
     if suffix == ".safetensors":
@@ -182,11 +183,14 @@ def load_pipeline(
 
 def _load(cls: Any, source: ModelSource, dtype: Any, config: str | Path | None) -> Any:
     if source.kind == "folder":
+        from likeness.engines.diffusers.edit import pipeline_overrides
+
         return cls.from_pretrained(
             str(source.path),
             dtype=dtype,
             local_files_only=True,
             use_safetensors=_safetensors_everywhere(source.path),
+            **pipeline_overrides(source.path, PIPELINE_CLASSES[source.family]),
         )
     return cls.from_single_file(
         str(source.path),

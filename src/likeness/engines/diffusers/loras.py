@@ -170,8 +170,10 @@ class LoraSet:
 
 
 def _has_adapters(pipe: Any) -> bool:
-    """Whether any peft adapter (a LoRA, an identity adapter's LoRA) is loaded in the UNet."""
-    return bool(getattr(getattr(pipe, "unet", None), "peft_config", None))
+    """Whether any peft adapter (a LoRA, an identity adapter's LoRA) is loaded in the UNet
+    or the transformer."""
+    denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+    return bool(getattr(denoiser, "peft_config", None))
 
 
 @contextlib.contextmanager

@@ -1,4 +1,4 @@
-"""Tiny random-weight SDXL, SD1.5 and FLUX pipelines, built offline from configs.
+"""Tiny random-weight SDXL, SD1.5, FLUX and Qwen-Image-Edit pipelines, built offline from configs.
 
 They have the real architectures (and the real CLIP vocabulary), only narrow: tests, benchmarks
 and the training code run every code path on CPU in well under a second per call. Nothing is
@@ -251,6 +251,117 @@ def tiny_flux(seed: int = 0) -> Any:
     return pipe
 
 
+def tiny_qwen_tokenizer() -> Any:
+    """A byte-level Qwen2 tokenizer (one token per byte, no merges) with the chat and vision
+    marks Qwen-Image-Edit's prompt template uses."""
+    from transformers import Qwen2Tokenizer
+
+    from likeness.engines.diffusers.clip_vocab import bytes_to_unicode
+
+    vocab = {char: index for index, char in enumerate(bytes_to_unicode().values())}
+    for token in QWEN_SPECIAL_TOKENS:
+        vocab[token] = len(vocab)
+    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=[])
+    tokenizer.add_special_tokens({"additional_special_tokens": list(QWEN_SPECIAL_TOKENS[1:])})
+    return tokenizer
+
+
+QWEN_SPECIAL_TOKENS = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+)
+QWEN_IMAGE_PIXELS = (56 * 56, 112 * 112)
+"""(min, max) pixels the tiny processor gives the vision tower: a few patches per image."""
+
+
+@_seeded
+def tiny_qwen_image_edit(seed: int = 0) -> Any:
+    """A QwenImageEditPipeline with tiny random weights: a 2-layer Qwen2.5-VL text encoder
+    (with its vision tower), a 2-block QwenImage transformer and an 8x AutoencoderKLQwenImage.
+
+    The pipeline resizes the control image to about one megapixel whatever its size; the VAE
+    is narrow so that this costs about a second on CPU.
+    """
+    from diffusers import (
+        AutoencoderKLQwenImage,
+        FlowMatchEulerDiscreteScheduler,
+        QwenImageEditPipeline,
+        QwenImageTransformer2DModel,
+    )
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    from likeness.engines.diffusers.edit import qwen_processor_from_parts
+
+    tokenizer = tiny_qwen_tokenizer()
+    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in QWEN_SPECIAL_TOKENS}
+    config = Qwen2_5_VLConfig(
+        text_config={
+            "hidden_size": 16,
+            "intermediate_size": 16,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 2,
+            "rope_scaling": {"mrope_section": [1, 1, 2], "rope_type": "default", "type": "default"},
+            "rope_theta": 1e6,
+            "vocab_size": len(tokenizer),
+            "bos_token_id": ids["<|endoftext|>"],
+            "eos_token_id": ids["<|im_end|>"],
+        },
+        vision_config={
+            "depth": 2,
+            "hidden_size": 16,
+            "intermediate_size": 16,
+            "num_heads": 2,
+            "out_hidden_size": 16,
+        },
+        hidden_size=16,
+        vocab_size=len(tokenizer),
+        bos_token_id=ids["<|endoftext|>"],
+        eos_token_id=ids["<|im_end|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        vision_token_id=ids["<|vision_pad|>"],
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+    )
+    transformer = QwenImageTransformer2DModel(
+        patch_size=2,
+        in_channels=16,
+        out_channels=4,
+        num_layers=2,
+        attention_head_dim=16,
+        num_attention_heads=3,
+        joint_attention_dim=16,
+        guidance_embeds=False,
+        axes_dims_rope=(8, 4, 4),
+    )
+    vae = AutoencoderKLQwenImage(
+        base_dim=4,
+        z_dim=4,
+        dim_mult=[1, 2, 2, 2],
+        num_res_blocks=1,
+        temperal_downsample=[False, True, True],
+        latents_mean=[0.0] * 4,
+        latents_std=[1.0] * 4,
+    )
+    pipe = QwenImageEditPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=vae,
+        text_encoder=Qwen2_5_VLForConditionalGeneration(config),
+        tokenizer=tokenizer,
+        processor=qwen_processor_from_parts(tokenizer, *QWEN_IMAGE_PIXELS),
+        transformer=transformer,
+    )
+    _eval(pipe)
+    return pipe
+
+
 def _eval(pipe: Any) -> None:
     # Pipelines built from components start in train() mode.
     for component in pipe.components.values():
@@ -263,16 +374,21 @@ BUILDERS = {
     "sd15": tiny_sd15,
     "flux": tiny_flux,
     "instruct_pix2pix": tiny_instruct_pix2pix,
+    "qwen_image_edit": tiny_qwen_image_edit,
 }
 
 
 def save_tiny_pipeline(family: str, folder: str | Path, seed: int = 0) -> Path:
-    """Build the tiny pipeline of ``family`` (or "instruct_pix2pix", an edit model) and save
-    it as a diffusers folder (safetensors)."""
+    """Build the tiny pipeline of ``family`` (or "instruct_pix2pix" / "qwen_image_edit", edit
+    models) and save it as a diffusers folder (safetensors)."""
     from likeness.engines.diffusers.loading import quiet_loading
 
     folder = Path(folder)
     pipe = BUILDERS[family](seed)
     with quiet_loading():
         pipe.save_pretrained(str(folder), safe_serialization=True)
+    if family == "qwen_image_edit":
+        from likeness.engines.diffusers.edit import write_qwen_folder_index
+
+        write_qwen_folder_index(folder)
     return folder
