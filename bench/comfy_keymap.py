@@ -1,12 +1,14 @@
-"""Map full-size SDXL and FLUX LoRA files with ComfyUI's own LoRA loader code, no server.
+"""Map full-size SDXL, FLUX and Qwen-Image-Edit LoRA files with ComfyUI's own LoRA loader code,
+no server.
 
 Run with ComfyUI's python from its folder, on what `bench/comfy_lora_keys.py write OUT` wrote:
 
     cd ComfyUI && ../venv/bin/python /path/to/likeness/bench/comfy_keymap.py OUT
 
 For each family: meta-device tensors with the original-layout weight shapes go through
-`comfy.model_detection` (which must detect SDXL / Flux), the UNet / transformer and text encoders
-are built on the meta device, `comfy.lora.model_lora_keys_unet` + `model_lora_keys_clip` give the
+`comfy.model_detection` (which must detect SDXL / Flux / QwenImage), the UNet / transformer and
+text encoders (none for Qwen-Image-Edit, whose LoRA trains the transformer only) are built on the
+meta device, `comfy.lora.model_lora_keys_unet` + `model_lora_keys_clip` give the
 key map and `comfy.lora.load_lora` maps the file, logging `lora key not loaded` for any key it
 cannot place. Each patch's LoRA product is also checked against the shape of the weight (or the
 slice of a fused weight) it lands on. Exits 1 on any unloaded key or misfit. Imports only
@@ -34,7 +36,8 @@ import comfy.model_detection  # noqa: E402
 import torch  # noqa: E402
 from safetensors import safe_open  # noqa: E402
 
-PREFIXES = {"sdxl": "model.diffusion_model.", "flux": ""}
+PREFIXES = {"sdxl": "model.diffusion_model.", "flux": "", "qwen_image_edit": ""}
+WITHOUT_CLIP = {"qwen_image_edit"}
 
 
 def check(folder: Path, family: str) -> bool:
@@ -46,8 +49,10 @@ def check(folder: Path, family: str) -> bool:
     config = comfy.model_detection.model_config_from_unet(state, prefix)
     with torch.device("meta"):
         model = config.get_model(state, prefix)
-        clip = config.clip_target(state).clip()
-    key_map = comfy.lora.model_lora_keys_clip(clip, comfy.lora.model_lora_keys_unet(model, {}))
+        clip = None if family in WITHOUT_CLIP else config.clip_target(state).clip()
+    key_map = comfy.lora.model_lora_keys_unet(model, {})
+    if clip is not None:
+        key_map = comfy.lora.model_lora_keys_clip(clip, key_map)
     with safe_open(str(folder / f"{family}.safetensors"), "pt") as handle:
         names = list(handle.keys())  # a safetensors handle is not iterable
         lora = {k: handle.get_tensor(k) for k in names}
@@ -59,7 +64,7 @@ def check(folder: Path, family: str) -> bool:
     finally:
         logging.getLogger().removeHandler(handler)
     missing = [line for line in log.getvalue().splitlines() if "lora key not loaded" in line]
-    weights = {**model.state_dict(), **clip.state_dict()}
+    weights = {**model.state_dict(), **(clip.state_dict() if clip is not None else {})}
     misfits = []
     for target, adapter in patches.items():
         key, offset = (target, None) if isinstance(target, str) else (target[0], target[1])

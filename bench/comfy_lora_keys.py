@@ -12,10 +12,10 @@ moment of submission. Exits 1 on any `lora key not loaded` line, a failed prompt
 URL is the ComfyUI server, CHECKPOINT a full-size SD1.5 checkpoint it has (random weights
 suffice), DIR its models/loras folder, LOG the file its output goes to.
 
-`write OUT`: full-size SDXL (with both text encoders) and FLUX.1-dev (with CLIP-L) LoRAs for the
-same check without a server: the models are built on the meta device and only their LoRA
-layers are materialised, so no base weights are needed. OUT also gets the original-layout
-weight shapes of both models, from which `bench/comfy_keymap.py` (run with ComfyUI's own
+`write OUT`: full-size SDXL (with both text encoders), FLUX.1-dev (with CLIP-L) and
+Qwen-Image-Edit (transformer only) LoRAs for the same check without a server: the models are
+built on the meta device and only their LoRA layers are materialised, so no base weights are
+needed. OUT also gets the original-layout weight shapes of the models, from which `bench/comfy_keymap.py` (run with ComfyUI's own
 python) builds ComfyUI's models and maps the keys with ComfyUI's LoRA loader code.
 """
 
@@ -148,13 +148,14 @@ def write_full_size(out: Path, rank: int, alpha: float) -> None:
     import json
 
     import torch
-    from diffusers import FluxTransformer2DModel, UNet2DConditionModel
+    from diffusers import FluxTransformer2DModel, QwenImageTransformer2DModel, UNet2DConditionModel
     from peft import LoraConfig
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     from likeness.engines.diffusers.checkpoint import flux_to_original, unet_to_original
     from likeness.engines.diffusers.loading import config_folder
     from likeness.train.kohya import save_kohya_lora
+    from likeness.train.recipe import QWEN_EDIT_TARGETS
 
     sdxl, sd15 = str(config_folder("sdxl")), str(config_folder("sd15"))
     with torch.device("meta"):
@@ -167,9 +168,11 @@ def write_full_size(out: Path, rank: int, alpha: float) -> None:
         )
         flux = FluxTransformer2DModel(guidance_embeds=True)  # FLUX.1-dev: 19 + 38 blocks
         clip_l = CLIPTextModel(CLIPTextConfig.from_pretrained(sd15, subfolder="text_encoder"))
+        qwen = QwenImageTransformer2DModel()  # Qwen-Image(-Edit): 60 blocks, 3072 wide
     common = dict(r=rank, lora_alpha=alpha, init_lora_weights=False)
     for model, targets in ((unet, UNET_TARGETS), (te1, TEXT_TARGETS), (te2, TEXT_TARGETS),
-                           (flux, FLUX_TARGETS), (clip_l, TEXT_TARGETS)):  # fmt: skip
+                           (flux, FLUX_TARGETS), (clip_l, TEXT_TARGETS),
+                           (qwen, list(QWEN_EDIT_TARGETS))):  # fmt: skip
         model.add_adapter(LoraConfig(target_modules=targets, **common))
         _materialise_lora(model)
     out.mkdir(parents=True, exist_ok=True)
@@ -178,9 +181,12 @@ def write_full_size(out: Path, rank: int, alpha: float) -> None:
                     family="sdxl", alpha=alpha, metadata={})  # fmt: skip
     save_kohya_lora(out / "flux.safetensors", {"transformer": flux, "text_encoder": clip_l},
                     family="flux", alpha=alpha, metadata={})  # fmt: skip
+    save_kohya_lora(out / "qwen_image_edit.safetensors", {"transformer": qwen},
+                    family="qwen_image_edit", alpha=alpha, metadata={})  # fmt: skip
     shapes = {
         "sdxl": unet_to_original(_base_state(unet), unet.config),
         "flux": flux_to_original(_base_state(flux)),
+        "qwen_image_edit": _base_state(qwen),  # ComfyUI names Qwen-Image's modules as diffusers
     }
     for name, state in shapes.items():
         (out / f"{name}_shapes.json").write_text(
