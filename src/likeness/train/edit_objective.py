@@ -95,13 +95,8 @@ class QwenEditObjective(FluxObjective):
 
         if batch.control_mean is None or batch.text is None:
             raise ValueError("a qwen_image_edit batch needs control latents and cached text")
-        latents = self.draw_latents(batch, generator, mean=levels is not None)
+        latents, noise, sigmas, noisy = self.noised(batch, generator, levels)
         n, c, h, w = latents.shape
-        noise = torch.randn(latents.shape, generator=generator).to(self.device)
-        sigmas = self.sigmas(n, (h, w), generator) if levels is None else levels
-        sigmas = sigmas.to(self.device)
-        s = sigmas.view(-1, 1, 1, 1)
-        noisy = (1.0 - s) * latents + s * noise
         dtype = self.model.weight_dtype
         control = self.normalise(batch.control_mean).to(self.device)
         ch, cw = control.shape[-2:]

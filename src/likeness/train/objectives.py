@@ -254,6 +254,21 @@ class FluxObjective(_Common):
             s = math.exp(mu) / (math.exp(mu) + (1 / s - 1))
         return s
 
+    def noised(
+        self, batch: Batch, generator: torch.Generator, levels: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The batch's latents, the noise, the noise levels and the straight-line mix of the
+        two at those levels (rectified flow: the model learns ``noise - latents``)."""
+        import torch
+
+        latents = self.draw_latents(batch, generator, mean=levels is not None)
+        n, _, h, w = latents.shape
+        noise = torch.randn(latents.shape, generator=generator).to(self.device)
+        sigmas = self.sigmas(n, (h, w), generator) if levels is None else levels
+        sigmas = sigmas.to(self.device)
+        s = sigmas.view(-1, 1, 1, 1)
+        return latents, noise, sigmas, (1.0 - s) * latents + s * noise
+
     def loss(
         self, batch: Batch, generator: torch.Generator, levels: torch.Tensor | None = None
     ) -> torch.Tensor:
@@ -262,13 +277,8 @@ class FluxObjective(_Common):
         import torch.nn.functional as F
         from diffusers import FluxPipeline
 
-        latents = self.draw_latents(batch, generator, mean=levels is not None)
+        latents, noise, sigmas, noisy = self.noised(batch, generator, levels)
         n, c, h, w = latents.shape
-        noise = torch.randn(latents.shape, generator=generator).to(self.device)
-        sigmas = self.sigmas(n, (h, w), generator) if levels is None else levels
-        sigmas = sigmas.to(self.device)
-        s = sigmas.view(-1, 1, 1, 1)
-        noisy = (1.0 - s) * latents + s * noise
         dtype = self.model.weight_dtype
         packed = FluxPipeline._pack_latents(noisy, n, c, h, w).to(dtype)
         image_ids = FluxPipeline._prepare_latent_image_ids(n, h // 2, w // 2, self.device, dtype)
