@@ -108,7 +108,15 @@ def cache_edit_texts(
     the empty instruction, for caption dropout) read together with the pair's control image.
     The cache key holds the control's sha256, so another pair with the same instruction and
     another photo is encoded on its own."""
+    import functools
+
     import torch
+
+    # A control photo serves its pair's instruction and the empty one, and often several
+    # pairs in a row (edits of one source photo): decoded once for them.
+    @functools.lru_cache(maxsize=2)
+    def control_image(sha: str) -> Any:
+        return decode_image(ws.blobs.read(sha), max_pixels=ws.settings.ingest.max_pixels).image
 
     found: dict[str, dict[str, Any]] = {}
     for item in data.items:
@@ -118,11 +126,8 @@ def cache_edit_texts(
                 continue
 
             def encode(caption: str = caption, sha: str = item.control_sha256 or "") -> dict:
-                control = decode_image(
-                    ws.blobs.read(sha), max_pixels=ws.settings.ingest.max_pixels
-                ).image
                 with torch.no_grad():
-                    embeds = objective.encode_edit_text([caption], control)
+                    embeds = objective.encode_edit_text([caption], control_image(sha))
                 return {key: value[0] for key, value in embeds.items()}
 
             key = cache.text_key(name, text_hash, family, 0)
